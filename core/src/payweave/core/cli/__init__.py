@@ -1,0 +1,20 @@
+"""The ``payweave`` command line (Typer + Rich).
+
+Each command group lives in its own module in this package and registers itself on ``app``;
+:data:`COMMAND_MODULES` lists them (add yours there).
+"""
+from __future__ import annotations
+
+import importlib
+
+from .app import app, console, main
+
+COMMAND_MODULES = [
+    "payweave.core.cli.plugins_cmd",
+    "payweave.core.cli.sandbox_cmd",
+]
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module)
+
+__all__ = ["app", "console", "main"]

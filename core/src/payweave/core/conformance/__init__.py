@@ -1,0 +1,1 @@
+"""The plugin conformance suite (see docs/conformance.md)."""

@@ -1,0 +1,1 @@
+"""PSP plugin for Stripe-shaped APIs, with a Stripe-shaped sandbox server."""
