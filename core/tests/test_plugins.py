@@ -196,10 +196,10 @@ def test_unknown_plugin_error_lists_loaded_ones():
 def test_tracing_logs_hook_calls(capsys):
     from payweave.core import logging as pw_logging
 
-    pw_logging.configure("json", "INFO", stream=sys.stdout)
+    pw_logging.configure("json", "INFO")
     manager = PluginManager(PayweaveSettings(plugins="psp_mock", trace_plugins=True))
     manager.load_entrypoints()
     manager.psp("psp_mock").capabilities(manager.account("psp_mock"))
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert '"event": "hook.call"' in out and '"hook": "psp_capabilities"' in out
     assert '"event": "hook.done"' in out and '"outcome": "ok"' in out

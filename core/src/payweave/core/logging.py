@@ -57,8 +57,21 @@ def _stringify_unknown(_logger: Any, _name: str, event_dict: dict[str, Any]) -> 
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of the write (test capture, redirects)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return getattr(sys.stderr, "isatty", lambda: False)()
+
+
 def configure(log_format: str = "auto", level: str = "INFO", *, stream: Any = None) -> None:
-    stream = stream or sys.stderr
+    stream = stream or _CurrentStderr()
     use_json = log_format == "json" or (log_format == "auto" and not getattr(stream, "isatty", lambda: False)())
     renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=True)
     structlog.configure(
