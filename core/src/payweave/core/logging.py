@@ -73,15 +73,17 @@ class _CurrentStderr:
 def configure(log_format: str = "auto", level: str = "INFO", *, stream: Any = None) -> None:
     stream = stream or _CurrentStderr()
     use_json = log_format == "json" or (log_format == "auto" and not getattr(stream, "isatty", lambda: False)())
-    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=True)
+    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(
+        colors=True, exception_formatter=structlog.dev.plain_traceback
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # tracebacks become text first, so they are redacted too
             _stringify_unknown,
             _redact_processor,
-            structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping().get(level.upper(), 20)),

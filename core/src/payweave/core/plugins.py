@@ -61,6 +61,7 @@ from payweave.hooks.models import (
 )
 
 from .logging import get_logger, register_secret
+from .metrics import PLUGIN_CALLS
 from .settings import PayweaveSettings
 
 ENTRY_POINT_GROUP = "payweave"
@@ -332,9 +333,13 @@ class PluginManager:
             raise NotSupported(
                 f"Plugin {plugin!r} does not implement {hook}.", details={"plugin": plugin, "hook": hook}
             )
+        started = time.perf_counter()
+        outcome = "error"
         try:
             result = self._caller(hook, plugin)(**kwargs)
-        except PayweaveError:
+            outcome = "ok"
+        except PayweaveError as exc:
+            outcome = exc.code
             raise
         except ValidationError as exc:
             raise PluginBug(
@@ -346,6 +351,8 @@ class PluginManager:
                 f"Plugin {plugin!r} raised {type(exc).__name__} in {hook} instead of a payweave error: {exc}",
                 details={"plugin": plugin, "hook": hook},
             ) from exc
+        finally:
+            PLUGIN_CALLS.labels(plugin, hook, outcome).observe(time.perf_counter() - started)
         if expect is not None and not isinstance(result, expect):
             raise PluginBug(
                 f"Plugin {plugin!r} returned {type(result).__name__} from {hook}, expected "

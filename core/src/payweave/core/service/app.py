@@ -1,0 +1,87 @@
+"""Build the FastAPI application.
+
+Routers register themselves through :data:`ROUTERS` (module path -> attribute ``router``);
+each router module owns one surface (BC-facing /v1 API, webhooks, redirects, dashboard).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel
+
+from payweave.core.metrics import UP, render
+from payweave.core.settings import PayweaveSettings
+from payweave.core.version import __version__
+
+from . import problems
+from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+
+#: Router modules, each exposing ``router`` (an APIRouter). Add yours here.
+ROUTERS: list[str] = []
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+def create_app(settings: PayweaveSettings | None = None, *, context: Any = None) -> FastAPI:
+    """Create the service. ``context`` (store, plugin manager, engine) is built from ``settings``
+    when not given, and exposed as ``app.state.context`` to the routers."""
+    settings = settings or PayweaveSettings()
+    app = FastAPI(
+        title="payweave",
+        version=__version__,
+        description="Payment integration between Business Central and payment service providers.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.context = context
+    problems.install(app)
+
+    @app.get("/health", response_model=Health, tags=["operations"], summary="Liveness")
+    def health() -> Health:
+        return Health(status="ok", version=__version__)
+
+    @app.get("/ready", response_model=Readiness, tags=["operations"], summary="Readiness (store reachable)",
+             responses={503: {"model": problems.Problem}})
+    def ready() -> Any:
+        checks: dict[str, str] = {}
+        ctx = app.state.context
+        store = getattr(ctx, "store", None)
+        if store is None:
+            checks["store"] = "not configured"
+        else:
+            try:
+                store.ping()
+                checks["store"] = "ok"
+            except Exception as exc:  # readiness reports, it never raises
+                checks["store"] = f"unavailable: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        body = Readiness(status="ok" if ok else "unavailable", checks=checks)
+        if not ok:
+            return Response(body.model_dump_json(), status_code=503, media_type="application/json")
+        return body
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"], summary="Prometheus metrics")
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(render().decode(), media_type="text/plain; version=0.0.4")
+
+    for module_name in ROUTERS:
+        module = importlib.import_module(module_name)
+        app.include_router(module.router)
+
+    UP.set(1)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.service.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,128 @@
+"""ASGI middleware: request ids bound into structlog, body size limit, request metrics."""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+
+from payweave.core.metrics import HTTP_REQUESTS
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class RequestContextMiddleware:
+    """Bind ``request_id`` (from ``X-Request-Id`` when sane, else new) for the request's logs,
+    echo it in the response, and count the request by route template."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        status_holder = {"status": 500}
+        started = time.perf_counter()
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers") or [])
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        started_response = False
+
+        async def send_tracking(message: dict) -> None:
+            nonlocal started_response
+            if message["type"] == "http.response.start":
+                started_response = True
+            await send_with_id(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_tracking)
+            except Exception as exc:
+                # Unexpected: log the type (never the message: it may carry data) and answer 500.
+                structlog.get_logger("payweave.http").error(
+                    "request.crashed", error_type=type(exc).__name__, route=getattr(scope.get("route"), "path", None)
+                )
+                if started_response:
+                    raise
+                from .problems import internal_error_response
+
+                response = internal_error_response()
+                await send_tracking({"type": "http.response.start", "status": 500, "headers": response.raw_headers})
+                await send_tracking({"type": "http.response.body", "body": response.body})
+            finally:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                HTTP_REQUESTS.labels(scope.get("method", "?"), template, str(status_holder["status"])).inc()
+                structlog.get_logger("payweave.http").debug(
+                    "http.request", method=scope.get("method"), route=template, status=status_holder["status"],
+                    ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+
+
+class BodySizeLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413 (by Content-Length, and while streaming)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_bytes
+            except ValueError:
+                await self._reject(send, 400, "bad_content_length", "The Content-Length header is not a number.")
+                return
+            if too_big:
+                await self._reject(send, 413, "body_too_large", f"The request body is larger than {self.max_bytes} bytes.")
+                return
+        # Buffer the body (bounded by max_bytes), then replay it to the app: a body that grows
+        # past the limit while streaming is refused before the app sees any of it.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await self._reject(send, 413, "body_too_large", f"The request body is larger than {self.max_bytes} bytes.")
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send: Any, status: int, code: str, detail: str) -> None:
+        from .problems import problem_response
+
+        response = problem_response(status, code, detail)
+        await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
