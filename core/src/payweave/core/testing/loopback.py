@@ -19,7 +19,9 @@ import uvicorn
 class LoopbackServer:
     def __init__(self, app: Any, port: int = 0, *, log_level: str = "warning", **uvicorn_options: Any):
         self.app = app
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY only on TCP-protocol sockets; without it
+        # every loopback round trip waits ~40 ms for delayed ACKs.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", port))
         self.port = self._sock.getsockname()[1]
