@@ -203,3 +203,12 @@ def test_tracing_logs_hook_calls(capsys):
     out = capsys.readouterr().err
     assert '"event": "hook.call"' in out and '"hook": "psp_capabilities"' in out
     assert '"event": "hook.done"' in out and '"outcome": "ok"' in out
+
+
+def test_invalid_account_settings_name_the_problem():
+    from payweave.hooks.errors import ConfigurationError
+
+    manager = load(plugins="psp_mock")
+    with pytest.raises(ConfigurationError) as excinfo:
+        manager.account("psp_mock", "bad", profile="no_such_profile")
+    assert "Account 'bad' of plugin 'psp_mock' has missing or invalid settings: profile:" in excinfo.value.message

@@ -156,9 +156,9 @@ def test_second_capture_needs_manual_multiple(psp: PspClient, make_account) -> N
     assert result.released == money("6.00"), "a single-capture PSP releases the rest at once"
     ledger = ledger_for(account)
     assert ledger.payment(ref).remaining == 0
-    with pytest.raises(Exception) as info:
+    with pytest.raises(NotSupported) as info:
         psp.capture(account, capture_request(ref, "1.00"))
-    assert info.value.code in {"not_supported", "invalid_request", "not_capturable"}
+    assert info.value.details["feature"] == "multiple_captures"
 
 
 def test_partial_void_refused_with_full_void_only(psp: PspClient, make_account) -> None:  # noqa: ANN001

@@ -33,6 +33,7 @@ from payweave.hooks.models import (
     CartUpdateRequest,
     CreditRequest,
     DocumentType,
+    ErpCompany,
     ErpRecordResult,
     LedgerAccount,
     MandateChargeRequest,
@@ -305,9 +306,13 @@ class PluginManager:
             try:
                 settings_obj = info.settings_model(**values)
             except ValidationError as exc:
-                fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+                problems = "; ".join(
+                    (".".join(str(p) for p in e["loc"]) + ": " if e["loc"] else "") + str(e["msg"])
+                    for e in exc.errors(include_input=False)
+                )
+                fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors() if e["loc"])
                 raise ConfigurationError(
-                    f"Account {name!r} of plugin {plugin!r} has missing or invalid settings: {fields}.",
+                    f"Account {name!r} of plugin {plugin!r} has missing or invalid settings: {problems}.",
                     details={"plugin": plugin, "account": name, "fields": fields},
                 ) from None
             _register_model_secrets(settings_obj)
@@ -497,8 +502,17 @@ class ErpClient:
             account=account, notification_url=notification_url, client_state=client_state,
         )
 
-    def parse_notification(self, account: Account, request: WebhookRequest) -> list[SyncEntity]:
-        return self._call("erp_parse_notification", list, account=account, request=request)
+    def parse_notification(self, account: Account, request: WebhookRequest, client_state: str) -> list[SyncEntity]:
+        entities = self._call(
+            "erp_parse_notification", list, account=account, request=request, client_state=client_state
+        )
+        _check_items(self.name, "erp_parse_notification", entities, SyncEntity)
+        return entities
+
+    def list_companies(self, account: Account) -> list[ErpCompany]:
+        companies = self._call("erp_list_companies", list, account=account)
+        _check_items(self.name, "erp_list_companies", companies, ErpCompany)
+        return companies
 
 
 def _check_items(plugin: str, hook: str, items: list[Any], kind: type) -> None:

@@ -33,6 +33,13 @@ class ConformanceEnvironment(ABC):
         """A token that makes the PSP approve (None: approve without a token)."""
         return None
 
+    def pending_token(self) -> str:
+        """A ``payment_method_token`` that leaves the reservation ``pending`` (the customer must
+        still act, e.g. 3-D Secure), so the suite can change the cart of a prepared payment
+        (``cart_update_before_reservation``). Without one the suite uses a payment link when
+        ``pay_by_link`` is declared."""
+        raise NotImplementedError("this environment has no token that leaves a payment pending")
+
     def complete_payment_link(self, link: PaymentLinkResult, outcome: Literal["paid", "cancelled"] = "paid") -> str | None:
         """Act as the customer on the hosted page; return the payment's psp_reference if paid."""
         raise NotImplementedError("this environment cannot complete payment links")

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         CartUpdateRequest,
         CreditRequest,
         DocumentType,
+        ErpCompany,
         ErpRecordResult,
         LedgerAccount,
         MandateChargeRequest,
@@ -379,12 +380,26 @@ def erp_ensure_subscriptions(account: Account, notification_url: str, client_sta
 
 
 @_spec(firstresult=True)
-def erp_parse_notification(account: Account, request: WebhookRequest) -> list[SyncEntity]:
+def erp_parse_notification(account: Account, request: WebhookRequest, client_state: str) -> list[SyncEntity]:
     """Optional: verify an ERP change notification and say which entities to sync now.
 
-    :param request: the raw notification (body bytes and headers), or a validation handshake.
+    :param request: the raw notification (body bytes and headers) as received. The core answers
+        the ERP's validation handshake itself; the plugin only sees notifications.
+    :param client_state: the secret the core passed to :func:`erp_ensure_subscriptions`; every
+        item of the notification must carry it (compare in constant time).
+    :return: the entities to delta-sync now (each once); an empty list when the notification
+        concerns nothing the plugin syncs.
 
     :raises WebhookVerificationFailed: wrong ``clientState`` or malformed body.
+    """
+
+
+@_spec(firstresult=True)
+def erp_list_companies(account: Account) -> list[ErpCompany]:
+    """Optional: list the companies the account's credentials can reach, so ``payweave connect``
+    can offer them (one connection syncs one company).
+
+    :return: a list of :class:`~payweave.hooks.models.ErpCompany`.
     """
 
 

@@ -553,6 +553,14 @@ class SyncEntity(StrEnum):
     DOCUMENT_EVENTS = "document_events"
 
 
+class ErpCompany(_Model):
+    """A company in the ERP that a connection can sync (``erp_list_companies``)."""
+
+    company_id: str
+    name: str
+    display_name: str = ""
+
+
 class ErpCustomer(_Model):
     customer_id: str
     number: str

@@ -12,6 +12,7 @@ from .app import app, console, main
 COMMAND_MODULES = [
     "payweave.core.cli.plugins_cmd",
     "payweave.core.cli.sandbox_cmd",
+    "payweave.core.cli.conformance_cmd",
 ]
 
 for _module in COMMAND_MODULES:

@@ -70,14 +70,22 @@ class MockConformanceEnvironment(ConformanceEnvironment):
 
 
 @contextmanager
-def conformance_environment(account_name: str) -> Iterator[MockConformanceEnvironment]:
-    settings = MockPspSettings(
+def conformance_environment(
+    account_name: str,
+    *,
+    plugin: str = "psp_mock",
+    settings_model: type[MockPspSettings] = MockPspSettings,
+    environment: type[MockConformanceEnvironment] = MockConformanceEnvironment,
+) -> Iterator[MockConformanceEnvironment]:
+    """A fresh ledger and fresh secrets for ``account_name``; other plugins built on psp_mock
+    (test doubles) pass their own ``plugin`` name, settings model and environment class."""
+    settings = settings_model(
         api_key=SecretStr(f"sk_mock_{secrets.token_hex(12)}"),
         webhook_secret=SecretStr(f"whsec_mock_{secrets.token_hex(16)}"),
     )
-    account = Account(plugin="psp_mock", name=account_name, settings=settings)
+    account = Account(plugin=plugin, name=account_name, settings=settings)
     reset_ledger(account)
     try:
-        yield MockConformanceEnvironment(account)
+        yield environment(account)
     finally:
         reset_ledger(account)

@@ -19,7 +19,7 @@ import secrets
 import threading
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -395,10 +395,13 @@ class MockLedger:
             )
             return payment.reference
 
-    def authorize_pending(self, reference: str, *, capture: bool = False, key: str | None = None) -> MockPayment:
-        """The customer finished authorizing a ``pending`` payment (3-D Secure, a hosted page)."""
+    def authorize_pending(self, reference: str, *, capture: bool | None = None, key: str | None = None) -> MockPayment:
+        """The customer finished authorizing a ``pending`` payment (3-D Secure, a hosted page).
+        ``capture`` defaults to what the payment was created with (AutoCapture)."""
         with self.lock:
             payment = self.payment(reference)
+            if capture is None:
+                capture = payment.capture_on_authorize
             if payment.status is not PaymentStatus.PENDING:
                 raise InvalidRequest(f"Payment {reference} is {payment.status.value}, not pending.", code="not_pending")
             payment.status = PaymentStatus.RESERVED

@@ -241,6 +241,8 @@ def psp_capture(account: Account, request: CaptureRequest) -> OperationResult:
     def check() -> MockPayment:
         payment = _payment(ledger, request.psp_reference)
         _same_currency(payment, request.amount)
+        if payment.capture_count >= 1:  # the contract: a second capture needs manual_multiple
+            caps.require(Feature.MULTIPLE_CAPTURES, psp=NAME)
         ledger.refresh(payment)
         if payment.status is PaymentStatus.EXPIRED:
             raise InvalidRequest(f"The reservation {payment.reference} has expired.", code="reservation_expired")
@@ -249,8 +251,6 @@ def psp_capture(account: Account, request: CaptureRequest) -> OperationResult:
                 f"Payment {payment.reference} is {payment.status.value}; nothing is left to capture.",
                 code="not_capturable",
             )
-        if payment.capture_count >= 1:
-            caps.require(Feature.MULTIPLE_CAPTURES, psp=NAME)
         if request.amount.amount > payment.remaining:
             raise InvalidRequest(
                 f"Cannot capture {request.amount}: only {payment.money(payment.remaining)} is still reserved.",
