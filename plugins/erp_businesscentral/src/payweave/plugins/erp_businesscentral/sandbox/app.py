@@ -1,0 +1,599 @@
+"""The BC sandbox as a Starlette ASGI app: the API v2.0 and companion API routes, the Entra ID
+token endpoint, throttling, fault injection, and the ``/_sandbox`` admin endpoints.
+
+    state = SandboxState(); company = state.add_company("CRONUS")
+    app = create_app(state)
+
+URLs (reference §1): ``/v2.0/{tenant?}/{environment}/api/v2.0/companies({id})/{set}...``,
+``/v2.0/.../api/v2.0/subscriptions``, ``/v2.0/.../api/payweave/payments/v1.0/...`` and
+``POST /{tenant}/oauth2/v2.0/token``.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import re
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import bcjson
+from ..conventions import (
+    SANDBOX_RETRY_AFTER_ON_CONCURRENCY_429,
+    SANDBOX_RETRY_AFTER_ON_WINDOW_429,
+    SUPPORTS_COUNT,
+    THROTTLED_ERROR_CODE,
+)
+from . import odata
+from .errors import (
+    MISSING_ETAG,
+    BCApiError,
+    bad_request,
+    entity_changed,
+    invalid_credentials,
+    method_not_allowed,
+    not_found_route,
+    resource_not_found,
+)
+from .resources import COMPANIES, Ctx, EntitySet, FlatCustomerPaymentsSet, sets_for
+from .state import COMPANION_API, STANDARD_API, SandboxState
+from .webhooks import handshake
+
+JSON_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"
+BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
+_SEGMENT_RE = re.compile(r"^(?P<name>[A-Za-z_$][A-Za-z0-9_.$]*)(?:\((?P<key>[^()]*)\))?$")
+FAULT_CODES = {429: THROTTLED_ERROR_CODE, 500: "Internal_ServerError", 502: "BadGateway", 503: "ServiceUnavailable",
+               504: "GatewayTimeout", 408: "RequestTimeout"}
+
+
+@dataclass
+class Segment:
+    name: str
+    key: str | None
+
+
+@dataclass
+class Result:
+    status: int
+    payload: Any = None  # JSON-able (Decimals already markers) or None
+    raw: bytes | None = None
+    content_type: str = JSON_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- throttling
+
+class _Slot:
+    __slots__ = ("running", "waiters", "window")
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.window: deque[float] = deque()
+
+
+class Throttler:
+    """Per-user limits: a sliding request window and a concurrency cap with a bounded queue."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        self.slots: dict[str, _Slot] = {}
+
+    async def acquire(self, client: str) -> None:
+        cfg = self.state.throttle
+        slot = self.slots.setdefault(client, _Slot())
+        now = self.state.clock.time()
+        window = slot.window
+        while window and window[0] <= now - cfg.window_seconds:
+            window.popleft()
+        if len(window) >= cfg.requests_per_window:
+            retry = max(1, math.ceil(window[0] + cfg.window_seconds - now))
+            headers = {"Retry-After": str(retry)} if SANDBOX_RETRY_AFTER_ON_WINDOW_429 else {}
+            raise BCApiError(429, THROTTLED_ERROR_CODE,
+                             f"The rate limit of {cfg.requests_per_window} requests per {cfg.window_seconds:g} seconds "
+                             "was exceeded. Retry later.", headers)
+        if slot.running < cfg.max_concurrent:
+            window.append(now)
+            slot.running += 1
+            return
+        if len(slot.waiters) >= cfg.max_queued:
+            headers = {"Retry-After": "1"} if SANDBOX_RETRY_AFTER_ON_CONCURRENCY_429 else {}
+            raise BCApiError(429, THROTTLED_ERROR_CODE,
+                             f"Too many concurrent requests (limit {cfg.max_concurrent} running, "
+                             f"{cfg.max_queued} queued). Retry later.", headers)
+        window.append(now)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        slot.waiters.append(fut)
+        try:
+            done, _ = await asyncio.wait({fut}, timeout=cfg.queue_timeout_seconds)
+        except asyncio.CancelledError:  # the caller went away while queued
+            if fut.done() and not fut.cancelled():
+                self.release(client)
+            else:
+                slot.waiters.remove(fut)
+                fut.cancel()
+            raise
+        if not done:
+            slot.waiters.remove(fut)
+            fut.cancel()
+            raise BCApiError(503, "ServiceUnavailable", "The request was queued for too long. Retry later.",
+                             {"Retry-After": "5"})
+
+    def release(self, client: str) -> None:
+        slot = self.slots[client]
+        while slot.waiters:
+            fut = slot.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # hand the running slot over
+                return
+        slot.running -= 1
+
+    def running(self, client: str) -> int:
+        slot = self.slots.get(client)
+        return slot.running if slot else 0
+
+
+# ---------------------------------------------------------------------- responses
+
+def _json_response(result: Result) -> Response:
+    if result.raw is not None:
+        return Response(result.raw, status_code=result.status, media_type=result.content_type, headers=result.headers)
+    if result.payload is None:
+        return Response(b"", status_code=result.status, headers={"OData-Version": "4.0", **result.headers})
+    body = bcjson.dumps_prepared(result.payload).encode()
+    return Response(body, status_code=result.status, headers={"OData-Version": "4.0", "Content-Type": JSON_TYPE,
+                                                               **result.headers})
+
+
+def error_response(exc: BCApiError) -> Response:
+    return Response(exc.body(str(uuid.uuid4())), status_code=exc.status,
+                    headers={"Content-Type": JSON_TYPE, "OData-Version": "4.0", **exc.headers})
+
+
+class DroppedResponse(Response):
+    """Sends the status line and headers of ``inner`` with its Content-Length, then ends the
+    connection without the body: the client sees a broken response after BC committed."""
+
+    def __init__(self, inner: Response) -> None:
+        self.inner = inner
+        self.status_code = inner.status_code
+        self.background = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = list(self.inner.raw_headers)
+        if not any(k == b"content-length" for k, _ in headers) or self.inner.body == b"":
+            headers = [(k, v) for k, v in headers if k != b"content-length"] + [(b"content-length", b"64")]
+        await send({"type": "http.response.start", "status": self.inner.status_code, "headers": headers})
+        # returning without the body makes uvicorn close the connection mid-response
+
+
+# ---------------------------------------------------------------------- request parsing
+
+def parse_odata_path(parts: list[str]) -> list[Segment]:
+    segs = []
+    for part in parts:
+        if part == "":
+            continue
+        m = _SEGMENT_RE.match(part)
+        if not m:
+            raise resource_not_found(part)
+        key = m.group("key")
+        if key is not None:
+            key = key.strip()
+            if key.startswith("'") and key.endswith("'") and len(key) >= 2:
+                key = key[1:-1]
+        segs.append(Segment(m.group("name"), key))
+    return segs
+
+
+def split_api_path(rest: str) -> tuple[str | None, str, str, list[str]]:
+    """``{tenant?}/{env}/api/...`` -> (tenant, environment, api, odata path parts)."""
+    parts = rest.split("/")
+    try:
+        i = parts.index("api")
+    except ValueError:
+        raise not_found_route(rest) from None
+    head = parts[:i]
+    if len(head) == 2:
+        tenant, env = head
+    elif len(head) == 1:
+        tenant, env = None, head[0]
+    else:
+        raise not_found_route(rest)
+    tail = parts[i + 1:]
+    if tail[:1] == ["v2.0"]:
+        return tenant, env, STANDARD_API, tail[1:]
+    if tail[:3] == ["payweave", "payments", "v1.0"]:
+        return tenant, env, COMPANION_API, tail[3:]
+    raise not_found_route(rest)
+
+
+def _query_options(items: list[tuple[str, str]]) -> dict[str, str]:
+    opts: dict[str, str] = {}
+    for k, v in items:
+        if k.startswith("$"):
+            if k not in ("$filter", "$top", "$skip", "$skiptoken", "$expand", "$select", "$orderby", "$count",
+                         "$schemaversion", "$format"):
+                raise bad_request(f"The query parameter '{k}' is not supported.")
+            opts[k] = v
+        elif k == "company":
+            opts[k] = v
+    return opts
+
+
+def _int_option(opts: dict[str, str], name: str) -> int | None:
+    if name not in opts:
+        return None
+    try:
+        value = int(opts[name])
+    except ValueError:
+        raise bad_request(f"Invalid value '{opts[name]}' for {name}.") from None
+    if value < 0:
+        raise bad_request(f"{name} must not be negative.")
+    return value
+
+
+def _eq_value(node: Any, field_name: str) -> str | None:
+    if isinstance(node, odata.Cmp) and node.field == field_name and node.op == "eq" and node.lit.kind == "guid":
+        return node.lit.value
+    if isinstance(node, odata.BoolOp) and node.op == "and":
+        return _eq_value(node.left, field_name) or _eq_value(node.right, field_name)
+    return None
+
+
+# ---------------------------------------------------------------------- dispatch (sync, under the state lock)
+
+@dataclass
+class ApiRequest:
+    api: str
+    base: str
+    url_path: str
+    items: list[tuple[str, str]]
+    method: str
+    segs: list[Segment]
+    headers: dict[str, str]
+    body: bytes
+
+
+def _parse_body(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        data = bcjson.loads(body)
+    except ValueError:
+        raise bad_request("The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return data
+
+
+def _check_if_match(state: SandboxState, es: EntitySet, rec: Any, headers: dict[str, str]) -> None:
+    value = headers.get("if-match")
+    if not value:
+        raise MISSING_ETAG
+    value = value.strip()
+    if value == "*":
+        return
+    if value != es.etag(rec):
+        raise entity_changed(state.stale_etag_status)
+
+
+def dispatch(state: SandboxState, req: ApiRequest) -> Result:
+    with state.lock:
+        return _dispatch(state, req)
+
+
+def _dispatch(state: SandboxState, req: ApiRequest) -> Result:
+    opts = _query_options(req.items)
+    sets = sets_for(req.api)
+    segs = req.segs
+    base = req.base
+    if not segs:
+        raise not_found_route(req.url_path)
+    first = segs[0]
+    if first.name == "companies":
+        if first.key is None:
+            if len(segs) > 1:
+                raise resource_not_found(segs[1].name)
+            return _list(state, req, COMPANIES, Ctx(state, req.api, base, None, None, "companies"), opts)
+        company = state.companies.get(first.key.lower())
+        if company is None:
+            raise BCApiError(404, "Internal_CompanyNotFound", f"Cannot find the company with the id '{first.key}'.")
+        rest = segs[1:]
+    elif first.name in sets and "company" in opts:
+        company = state.companies.get(opts["company"].lower())
+        if company is None:
+            raise BCApiError(404, "Internal_CompanyNotFound", f"Cannot find the company with the id '{opts['company']}'.")
+        rest = segs
+    elif first.name in sets:
+        raise BCApiError(400, "BadRequest_RequiredParamNotProvided",
+                         "A company must be specified: companies({id})/... or ?company={id}.")
+    else:
+        raise not_found_route(req.url_path)
+    ctx = Ctx(state, req.api, base, company, None, f"companies({company.id})")
+    if not rest:
+        if req.method != "GET":
+            raise method_not_allowed(req.method)
+        row = COMPANIES.serialize(ctx, company)
+        return Result(200, {"@odata.context": f"{base}/$metadata#companies/$entity", **row}, headers={"ETag": row["@odata.etag"]})
+    es: EntitySet | None = None
+    rec: Any = None
+    for i, seg in enumerate(rest):
+        last = i == len(rest) - 1
+        if seg.name.startswith("Microsoft.NAV."):
+            action = seg.name[len("Microsoft.NAV."):]
+            if es is None or rec is None or not last:
+                raise resource_not_found(seg.name)
+            fn = es.actions.get(action)
+            if fn is None:
+                raise BCApiError(400, "BadRequest_MethodNotImplemented",
+                                 f"The action '{seg.name}' is not implemented for '{es.name}'.")
+            if req.method != "POST":
+                raise method_not_allowed(req.method)
+            fn(ctx, rec)
+            return Result(204)
+        if seg.name == "content" and es is not None and es.media and rec is not None and last:
+            if req.method != "GET":
+                raise method_not_allowed(req.method)
+            content, ctype = es.media_content(ctx, rec)
+            return Result(200, raw=content, content_type=ctype)
+        if es is None:
+            es = sets.get(seg.name)
+            if es is None:
+                raise not_found_route(req.url_path)
+            ctx = Ctx(state, req.api, base, company, None, f"companies({company.id})/{seg.name}")
+        else:
+            if rec is None or seg.name not in es.navs:
+                raise resource_not_found(seg.name)
+            nav = es.navs[seg.name]
+            ctx = nav.child_ctx(ctx, rec)
+            es = nav.target
+        rec = None
+        if seg.key is not None:
+            if not odata.is_guid(seg.key):
+                raise BCApiError(400, "BadRequest", f"The key value '{seg.key}' is not a valid GUID.")
+            rec = es.find(ctx, seg.key.lower())
+            if rec is None:
+                raise resource_not_found(seg.name)
+    assert es is not None
+    if rec is None:  # collection
+        if req.method == "GET":
+            return _list(state, req, es, ctx, opts)
+        if req.method == "POST":
+            if "create" not in es.ops:
+                raise method_not_allowed("POST")
+            created = es.create(ctx, _parse_body(req.body))
+            row = es.serialize(ctx, created)
+            return Result(201, {"@odata.context": f"{base}/$metadata#{ctx.path}/$entity", **row},
+                          headers={"ETag": row["@odata.etag"], "Location": f"{base}/{ctx.path}({created.id})"})
+        raise method_not_allowed(req.method)
+    if req.method == "GET":
+        select, expand = _select_expand(es, ctx, opts)
+        row = es.serialize(ctx, rec, select, expand)
+        return Result(200, {"@odata.context": f"{base}/$metadata#{ctx.path}/$entity", **row},
+                      headers={"ETag": row["@odata.etag"]})
+    if req.method == "PATCH":
+        if "update" not in es.ops:
+            raise method_not_allowed("PATCH")
+        _check_if_match(state, es, rec, req.headers)
+        updated = es.update(ctx, rec, _parse_body(req.body))
+        row = es.serialize(ctx, updated)
+        return Result(200, {"@odata.context": f"{base}/$metadata#{ctx.path}/$entity", **row},
+                      headers={"ETag": row["@odata.etag"]})
+    if req.method == "DELETE":
+        if "delete" not in es.ops:
+            raise method_not_allowed("DELETE")
+        _check_if_match(state, es, rec, req.headers)
+        es.delete(ctx, rec)
+        return Result(204)
+    raise method_not_allowed(req.method)
+
+
+def _select_expand(es: EntitySet, ctx: Ctx, opts: dict[str, str]) -> tuple[set[str] | None, list[str]]:
+    select = None
+    if opts.get("$select"):
+        select = {s.strip() for s in opts["$select"].split(",") if s.strip()}
+        fields = es.fields(ctx)
+        for name in select:
+            if name not in fields:
+                raise bad_request(f"Could not find a property named '{name}' on type 'Microsoft.NAV.{es.type_name}'.")
+    expand: list[str] = []
+    if opts.get("$expand"):
+        for part in odata.split_top_level(opts["$expand"]):
+            name = part.split("(", 1)[0].strip()
+            if name not in es.navs:
+                raise bad_request(f"Could not find a property named '{name}' on type 'Microsoft.NAV.{es.type_name}'.")
+            expand.append(name)
+    return select, expand
+
+
+def _list(state: SandboxState, req: ApiRequest, es: EntitySet, ctx: Ctx, opts: dict[str, str]) -> Result:
+    if "$orderby" in opts:
+        raise bad_request("The sandbox serves collections in its own stable order; $orderby is not supported.")
+    if "$count" in opts and not SUPPORTS_COUNT:
+        raise bad_request("$count is not supported.")
+    page_size = odata.parse_prefer_maxpagesize(req.headers.get("prefer"))
+    node = odata.parse_filter(opts["$filter"]) if opts.get("$filter") else None
+    predicate = odata.compile_filter(node, es.fields(ctx), es.type_name) if node is not None else None
+    if isinstance(es, FlatCustomerPaymentsSet):
+        source = es.source_for_filter(ctx, _eq_value(node, "journalId") if node is not None else None)
+    else:
+        source = es.source(ctx)
+    select, expand = _select_expand(es, ctx, opts)
+    page = odata.run_page(source, predicate, node, page_size, opts.get("$skiptoken"),
+                          _int_option(opts, "$top"), _int_option(opts, "$skip"))
+    rows = [es.serialize(ctx, rec, select, expand) for rec in page.records]
+    payload: dict[str, Any] = {"@odata.context": f"{ctx.base}/$metadata#{ctx.path}", "value": rows}
+    if page.next_token:
+        kept = [(k, v) for k, v in req.items if k not in ("$skiptoken", "$top", "$skip")]
+        kept.append(("$skiptoken", page.next_token))
+        payload["@odata.nextLink"] = f"{req.base}/{req.url_path}?" + urlencode(kept, quote_via=quote, safe="$,()'=:")
+    headers = {}
+    if req.headers.get("prefer") and "maxpagesize" in req.headers["prefer"]:
+        headers["Preference-Applied"] = f"odata.maxpagesize={page_size}"
+    return Result(200, payload, headers=headers)
+
+
+# ---------------------------------------------------------------------- the app
+
+def create_app(state: SandboxState | None = None, *, admin: bool = True) -> Starlette:
+    """Build the sandbox app over ``state`` (a fresh :class:`SandboxState` if None)."""
+    from .admin import admin_routes
+
+    state = state if state is not None else SandboxState()
+    throttler = Throttler(state)
+
+    async def token_endpoint(request: Request) -> Response:
+        tenant = request.path_params["tenant"]
+        raw = (await request.body()).decode("utf-8", "replace")
+        form = dict(parse_qsl(raw, keep_blank_values=True))
+
+        def aad_error(status: int, error: str, code: int, text: str) -> Response:
+            body = {"error": error, "error_description": f"AADSTS{code}: {text}", "error_codes": [code],
+                    "trace_id": str(uuid.uuid4()), "correlation_id": str(uuid.uuid4())}
+            return Response(bcjson.dumps(body), status_code=status, media_type="application/json")
+
+        if not state.tenant_matches(tenant):
+            return aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
+        if form.get("grant_type") != "client_credentials":
+            return aad_error(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.")
+        client_id = form.get("client_id", "")
+        if client_id not in state.apps:
+            return aad_error(400, "unauthorized_client", 700016,
+                             f"Application with identifier '{client_id}' was not found in the directory.")
+        if form.get("client_secret") != state.apps[client_id]:
+            return aad_error(401, "invalid_client", 7000215, "Invalid client secret provided.")
+        if form.get("scope") != BC_SCOPE:
+            return aad_error(400, "invalid_scope", 1002012, f"The provided value for scope {form.get('scope')} is not valid.")
+        state.stats.token_requests[client_id] += 1
+        token, lifetime = state.issue_token(client_id)
+        body = {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}
+        return Response(bcjson.dumps(body), media_type="application/json",
+                        headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    async def api_endpoint(request: Request) -> Response:
+        rest = request.path_params["rest"]
+        method = request.method
+        client = "-"
+        label = "-"
+        status = 500
+        try:
+            tenant, env, api, parts = split_api_path(rest)
+            if env.lower() != state.environment.lower():
+                raise not_found_route(request.url.path)
+            segs = parse_odata_path(parts)
+            names = [s.name for s in segs if not s.name.startswith("Microsoft.NAV.") and s.name != "content"]
+            label = names[-1] if names else "-"
+            auth = request.headers.get("authorization", "")
+            if not auth.lower().startswith("bearer "):
+                raise invalid_credentials()
+            token = state.check_token(auth[7:].strip())
+            if token is None:
+                raise invalid_credentials("The access token is invalid or has expired.")
+            if tenant is not None and not state.tenant_matches(tenant):
+                raise invalid_credentials("The token was not issued for this tenant.")
+            client = token.client_id
+            fault = state.faults.take(method, request.url.path)
+            if fault is not None and fault.kind == "status":
+                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                raise BCApiError(fault.status, FAULT_CODES.get(fault.status, "Unknown"),
+                                 "The service is temporarily unavailable (injected fault).", headers)
+            await throttler.acquire(client)
+            try:
+                if state.latency_seconds:
+                    await asyncio.sleep(state.latency_seconds)
+                body = await request.body()
+                prefix = rest.split("/api/", 1)[0]
+                base = f"{request.url.scheme}://{request.url.netloc}/v2.0/{prefix}/api/{api}"
+                url_path = "/".join(p for p in parts if p != "")
+                req = ApiRequest(api, base, url_path, parse_qsl(request.url.query, keep_blank_values=True), method, segs,
+                                 {k.lower(): v for k, v in request.headers.items()}, body)
+                if segs and segs[0].name == "subscriptions":
+                    result = await _subscriptions(state, req, client)
+                else:
+                    result = await anyio.to_thread.run_sync(functools.partial(dispatch, state, req))
+            finally:
+                throttler.release(client)
+            response = _json_response(result)
+            status = response.status_code
+            if fault is not None and fault.kind == "drop":
+                return DroppedResponse(response)
+            if fault is not None and fault.kind == "delay":
+                await asyncio.sleep(fault.delay)
+            return response
+        except BCApiError as exc:
+            status = exc.status
+            return error_response(exc)
+        finally:
+            state.stats.count(client, method, label, status)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.webhooks.start()
+        try:
+            yield
+        finally:
+            state.webhooks.stop()
+
+    routes = [
+        Route("/{tenant}/oauth2/v2.0/token", token_endpoint, methods=["POST"]),
+        Route("/v2.0/{rest:path}", api_endpoint, methods=["GET", "POST", "PATCH", "DELETE", "PUT"]),
+    ]
+    if admin:
+        routes += admin_routes(state)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.sandbox = state
+    app.state.throttler = throttler
+    return app
+
+
+async def _subscriptions(state: SandboxState, req: ApiRequest, client: str) -> Result:
+    wh = state.webhooks
+    if len(req.segs) != 1:
+        raise resource_not_found(req.segs[-1].name)
+    key = req.segs[0].key
+    base = req.base
+    if key is None:
+        if req.method == "GET":
+            rows = [s.to_json() for s in wh.list(req.api)]
+            return Result(200, {"@odata.context": f"{base}/$metadata#subscriptions", "value": rows})
+        if req.method == "POST":
+            body = _parse_body(req.body)
+            sub = wh.new_subscription(req.api, body, client)
+            ok, message = await handshake(sub.notification_url)
+            if not ok:
+                raise BCApiError(400, "BadRequest", f"The subscription could not be validated. {message}")
+            wh.add(sub)
+            return Result(201, {"@odata.context": f"{base}/$metadata#subscriptions/$entity", **sub.to_json()},
+                          headers={"ETag": sub.etag})
+        raise method_not_allowed(req.method)
+    sub = wh.get(key)
+    if req.method == "GET":
+        return Result(200, {"@odata.context": f"{base}/$metadata#subscriptions/$entity", **sub.to_json()},
+                      headers={"ETag": sub.etag})
+    if req.method == "PATCH":
+        wh.check_etag(sub, req.headers.get("if-match"))
+        body = _parse_body(req.body)
+        url = body.get("notificationUrl", sub.notification_url)
+        ok, message = await handshake(url)
+        if not ok:
+            raise BCApiError(400, "BadRequest", f"The subscription could not be validated. {message}")
+        wh.renew(sub, body)
+        return Result(200, {"@odata.context": f"{base}/$metadata#subscriptions/$entity", **sub.to_json()},
+                      headers={"ETag": sub.etag})
+    if req.method == "DELETE":
+        wh.check_etag(sub, req.headers.get("if-match"))
+        wh.delete(sub)
+        return Result(204)
+    raise method_not_allowed(req.method)
