@@ -10,9 +10,15 @@ import importlib
 from .app import app, console, main
 
 COMMAND_MODULES = [
+    "payweave.core.cli.tx_cmd",
+    "payweave.core.cli.jobs_cmd",
+    "payweave.core.cli.worker_cmd",
     "payweave.core.cli.plugins_cmd",
     "payweave.core.cli.sandbox_cmd",
     "payweave.core.cli.conformance_cmd",
+    "payweave.core.cli.sync_cmd",
+    "payweave.core.cli.serve_cmd",
+    "payweave.core.cli.keys_cmd",
 ]
 
 for _module in COMMAND_MODULES:

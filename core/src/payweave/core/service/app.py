@@ -20,7 +20,13 @@ from . import problems
 from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 
 #: Router modules, each exposing ``router`` (an APIRouter). Add yours here.
-ROUTERS: list[str] = []
+ROUTERS: list[str] = [
+    "payweave.core.sync.routes",
+    "payweave.core.service.api",
+    "payweave.core.service.webhooks",
+    "payweave.core.service.redirects",
+    "payweave.core.service.dashboard.routes",
+]
 
 
 class Health(BaseModel):

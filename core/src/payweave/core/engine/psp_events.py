@@ -1,0 +1,782 @@
+"""Applying normalized PSP events (webhooks) to transactions: once, in order, never backwards.
+
+The PSP tells payweave what happened through webhooks that arrive at least once, late, out
+of order, and racing the synchronous answer of the very call that caused them (DESIGN section 3,
+payment-peers D1-D3, D10). The rules here:
+
+* **Stored once.** Every event is recorded under ``(psp, account, event_id)``; a repeated
+  delivery changes nothing and is acknowledged (a check-then-insert race ends in the unique
+  constraint, also counted as a duplicate).
+* **Recorded and applied together.** The row and its effect on the transaction commit in one
+  database transaction, under the same per-document lock the engine holds for the whole of an
+  operation (intent, PSP call, outcome). A webhook racing the synchronous capture therefore
+  waits until the engine has recorded the capture, and then finds nothing left to do.
+* **Monotonic.** Events carry cumulative totals where the PSP gives them (captured, refunded):
+  the ledger only moves up to what the PSP reports, never down, so an older event after a newer
+  one is a no-op. State never moves backwards (a late ``authorized`` after ``captured`` changes
+  nothing). Events without totals (a void, a capture of a PSP without totals) are matched
+  against the engine's own completed operations first ("claimed"), so the engine's void and the
+  PSP's notification of that same void count once; only an unmatched one is an action taken at
+  the PSP outside payweave (e.g. in its dashboard) and is applied.
+* **Never across an unfinished operation.** While one of the transaction's PSP calls has an
+  unknown outcome (timeout), money events are stored as ``deferred``: the engine replays that
+  call with its own idempotency key and records the true outcome; deferred events are
+  re-evaluated afterwards (next event on the transaction, or :meth:`PspEvents.reapply_deferred`).
+* **Nothing is lost.** An event for a reference payweave does not know yet (a checkout whose
+  payment id is only revealed by ``link_completed``) is stored ``unmatched`` and applied, in
+  order, as soon as the reference becomes known. Unknown event types and payouts are stored and
+  acknowledged.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from payweave.core.errors import CoreError
+from payweave.core.logging import get_logger
+from payweave.core.metrics import WEBHOOK_EVENTS
+from payweave.core.store import HistoryRow, OperationRow, TransactionRow
+from payweave.core.store.service_models import PaymentLinkRow, PspEventRow, ServiceOperationRow
+from payweave.hooks.errors import PayweaveError
+from payweave.hooks.models import EventType, PspEvent, WebhookRequest
+from payweave.hooks.money import Money, from_minor_units
+
+from .service import UNFINISHED, OpStatus, PaymentEngine
+from .statemachine import Ledger, OpKind, Phase, TxStatus, derive_status, phase_of
+
+
+class UnknownPspAccount(CoreError):
+    code = "psp_account_not_found"
+    http_status = 404
+
+
+class EventStatus:
+    APPLIED = "applied"
+    """The event changed the transaction."""
+    NO_CHANGE = "no_change"
+    """Already reflected (the engine recorded it, or a newer event did)."""
+    DEFERRED = "deferred"
+    """An operation of the transaction awaits its outcome; re-evaluated afterwards."""
+    UNMATCHED = "unmatched"
+    """No transaction has this reference yet; applied when one gets it."""
+    STORED = "stored"
+    """Not about a payment (payout, unknown type): kept for reconciliation."""
+    IGNORED = "ignored"
+    """About a payment, but cannot apply (superseded reference, inconsistent figures)."""
+    DUPLICATE = "duplicate"
+    """Delivered before (answer only; never stored as a status)."""
+
+
+MONEY_EVENTS = frozenset(
+    {
+        EventType.AUTHORIZED,
+        EventType.CAPTURED,
+        EventType.VOIDED,
+        EventType.REFUNDED,
+        EventType.CREDITED,
+        EventType.EXPIRED,
+        EventType.LINK_COMPLETED,
+    }
+)
+_SERVICE_UNFINISHED = ("started", "unknown")
+
+
+class EventOutcome(BaseModel):
+    """What receiving one event did."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    type: EventType
+    status: str
+    transaction_id: str | None = None
+    message: str = ""
+
+
+class PspEventView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    type: EventType
+    raw_type: str
+    occurred_at: datetime
+    received_at: datetime
+    psp_reference: str | None
+    status: str
+    note: str
+    applied_at: datetime | None
+
+
+def _minor(money: Money | None, currency: str) -> int | None:
+    if money is None:
+        return None
+    if money.currency != currency:
+        raise _Inconsistent(f"the event is in {money.currency}, the payment in {currency}")
+    return money.minor_units
+
+
+class _Inconsistent(Exception):
+    """An event whose figures cannot belong to the transaction (kept, not applied)."""
+
+
+def ledger_of(tx: TransactionRow) -> Ledger:
+    return Ledger(
+        tx.currency,
+        authorized=tx.authorized_minor,
+        captured=tx.captured_minor,
+        voided=tx.voided_minor,
+        expired=tx.expired_minor,
+        refunded=tx.refunded_minor,
+        credited=tx.credited_minor,
+    )
+
+
+def store_ledger(tx: TransactionRow, ledger: Ledger, phase: Phase, now: datetime) -> None:
+    """Write ``ledger`` to the row and derive its status (the engine's invariants checked)."""
+    ledger.check()
+    tx.authorized_minor = ledger.authorized
+    tx.captured_minor = ledger.captured
+    tx.voided_minor = ledger.voided
+    tx.expired_minor = ledger.expired
+    tx.refunded_minor = ledger.refunded
+    tx.credited_minor = ledger.credited
+    tx.status = derive_status(phase, ledger).value
+    tx.updated_at = now
+
+
+def add_history(
+    s: Session,
+    tx: TransactionRow,
+    action: str,
+    *,
+    actor: str,
+    trigger: str,
+    message: str,
+    now: datetime,
+    outcome: str = "ok",
+    from_status: str | None = None,
+    amount_minor: int | None = None,
+    details: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> None:
+    s.add(
+        HistoryRow(
+            company_id=tx.company_id,
+            transaction_id=tx.id,
+            at=now,
+            actor=actor,
+            trigger=trigger,
+            action=action,
+            outcome=outcome,
+            from_status=from_status,
+            to_status=tx.status,
+            amount_minor=amount_minor,
+            idempotency_key=idempotency_key,
+            psp_reference=tx.psp_reference,
+            message=message,
+            details=details or {},
+        )
+    )
+
+
+def doc_lock_key(tx: TransactionRow) -> str:
+    """The engine's per-document lock key of a transaction (see ``PaymentEngine._tx_locked``)."""
+    return f"{tx.document_type}:{tx.document_id}"
+
+
+class PspEvents:
+    """Receives PSP webhooks for the service and applies their events (see module docstring)."""
+
+    def __init__(self, engine: PaymentEngine) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.log = get_logger(component="psp_events")
+
+    # ================================================================== receiving
+    def known_account(self, psp: str, account: str) -> bool:
+        """Accounts payweave uses: ``default``, the configured ones, those named by a setup."""
+        from payweave.core.store import PaymentMethodRow
+
+        if account == "default" or account in self.engine.settings.accounts.get(psp, {}):
+            return True
+        with self.store.transaction() as s:
+            return s.scalars(
+                select(PaymentMethodRow.code).where(PaymentMethodRow.psp == psp, PaymentMethodRow.psp_account == account)
+            ).first() is not None
+
+    def receive(self, psp: str, account_name: str, request: WebhookRequest) -> list[EventOutcome]:
+        """Verify and parse a webhook with the PSP's plugin, then record and apply each event."""
+        client = self.engine.plugins.psp(psp)  # UnknownPlugin (404) for a plugin not loaded
+        if not self.known_account(psp, account_name):
+            raise UnknownPspAccount(
+                f"There is no account {account_name!r} of PSP {psp!r} here.", details={"psp": psp, "account": account_name}
+            )
+        account = self.engine.account(psp, account_name)
+        try:
+            events = client.parse_webhook(account, request)
+        except PayweaveError as exc:
+            WEBHOOK_EVENTS.labels(psp, "rejected").inc()
+            self.log.warning("webhook.rejected", psp=psp, account=account_name, code=exc.code)
+            raise
+        return [self.record(psp, account_name, event, received_at=request.received_at) for event in events]
+
+    def record(self, psp: str, account: str, event: PspEvent, *, received_at: datetime) -> EventOutcome:
+        for _ in range(3):
+            with self.store.transaction() as s:
+                target = self._target(s, psp, account, event)
+            if target is not None:
+                company, tx_id, lock_key = target
+                with self.store.serialized(company, lock_key):
+                    outcome = self._record_for_transaction(psp, account, event, received_at, company, tx_id)
+                if outcome is not None:
+                    return self._count(psp, outcome)
+                continue  # the transaction changed under us (e.g. renewed): look again
+            with self.store.serialized("_psp", self._reference_lock(psp, account, event)):
+                with self.store.transaction() as s:
+                    if self._target(s, psp, account, event) is not None:
+                        continue  # the reference became known meanwhile: apply it to its transaction
+                    outcome = self._record_unattached(s, psp, account, event, received_at)
+            return self._count(psp, outcome)
+        with self.store.transaction() as s:  # pragma: no cover - three changes in a row
+            return self._count(psp, self._record_unattached(s, psp, account, event, received_at))
+
+    def _count(self, psp: str, outcome: EventOutcome) -> EventOutcome:
+        WEBHOOK_EVENTS.labels(psp, outcome.status).inc()
+        self.log.info("webhook.event", psp=psp, event_id=outcome.event_id, type=outcome.type.value, result=outcome.status,
+                      transaction=outcome.transaction_id)
+        return outcome
+
+    @staticmethod
+    def _reference_lock(psp: str, account: str, event: PspEvent) -> str:
+        return f"psp-ref:{psp}:{account}:{event.psp_reference or event.link_id or '-'}"[:200]
+
+    def _target(self, s: Session, psp: str, account: str, event: PspEvent) -> tuple[str, str, str] | None:
+        """(company, transaction id, document lock key) of the transaction the event concerns."""
+        if event.link_id:
+            link = s.scalars(
+                select(PaymentLinkRow).where(
+                    PaymentLinkRow.psp == psp, PaymentLinkRow.psp_account == account, PaymentLinkRow.psp_link_id == event.link_id
+                )
+            ).first()
+            if link is not None:
+                tx = s.get(TransactionRow, link.transaction_id)
+                if tx is not None:
+                    return tx.company_id, tx.id, doc_lock_key(tx)
+        if event.psp_reference:
+            rows = s.scalars(
+                select(TransactionRow).where(
+                    TransactionRow.psp == psp,
+                    TransactionRow.psp_account == account,
+                    TransactionRow.psp_reference == event.psp_reference,
+                )
+            ).all()
+            if len(rows) == 1:
+                return rows[0].company_id, rows[0].id, doc_lock_key(rows[0])
+            link = s.scalars(
+                select(PaymentLinkRow).where(
+                    PaymentLinkRow.psp == psp, PaymentLinkRow.psp_account == account,
+                    PaymentLinkRow.psp_reference == event.psp_reference,
+                )
+            ).first()
+            if link is not None:
+                tx = s.get(TransactionRow, link.transaction_id)
+                if tx is not None:
+                    return tx.company_id, tx.id, doc_lock_key(tx)
+        return None
+
+    def _new_row(self, psp: str, account: str, event: PspEvent, received_at: datetime, status: str) -> PspEventRow:
+        return PspEventRow(
+            psp=psp,
+            psp_account=account,
+            event_id=event.event_id,
+            event_type=event.type.value,
+            raw_type=event.raw_type,
+            occurred_at=event.occurred_at,
+            received_at=received_at,
+            psp_reference=event.psp_reference,
+            link_id=event.link_id,
+            payout_id=event.payout_id,
+            status=status,
+            note="",
+            event=event.model_dump(mode="json"),
+        )
+
+    def _existing(self, s: Session, psp: str, account: str, event_id: str) -> PspEventRow | None:
+        return s.scalars(
+            select(PspEventRow).where(
+                PspEventRow.psp == psp, PspEventRow.psp_account == account, PspEventRow.event_id == event_id
+            )
+        ).first()
+
+    def _record_unattached(self, s: Session, psp: str, account: str, event: PspEvent, received_at: datetime) -> EventOutcome:
+        if self._existing(s, psp, account, event.event_id) is not None:
+            return EventOutcome(event_id=event.event_id, type=event.type, status=EventStatus.DUPLICATE,
+                                message="This event was received before; nothing changed.")
+        about_payment = event.psp_reference is not None or event.link_id is not None
+        if about_payment and event.type is not EventType.UNKNOWN:
+            status, note = EventStatus.UNMATCHED, (
+                "No payment with this reference is known yet; the event is applied when one gets it."
+            )
+            superseded = self._superseded_by(s, psp, account, event)
+            if superseded is not None:
+                status, note = EventStatus.IGNORED, superseded
+        else:
+            status, note = EventStatus.STORED, "Stored for reconciliation; it concerns no payment."
+        row = self._new_row(psp, account, event, received_at, status)
+        row.note = note
+        try:
+            with s.begin_nested():
+                s.add(row)
+                s.flush()
+        except IntegrityError:
+            return EventOutcome(event_id=event.event_id, type=event.type, status=EventStatus.DUPLICATE,
+                                message="This event was received before; nothing changed.")
+        return EventOutcome(event_id=event.event_id, type=event.type, status=status, message=note)
+
+    def _superseded_by(self, s: Session, psp: str, account: str, event: PspEvent) -> str | None:
+        """A reference an operation of a transaction once used, replaced since (renewal)."""
+        if not event.psp_reference:
+            return None
+        row = s.execute(
+            select(OperationRow.transaction_id, TransactionRow.psp_reference)
+            .join(TransactionRow, TransactionRow.id == OperationRow.transaction_id)
+            .where(
+                OperationRow.psp_reference == event.psp_reference,
+                TransactionRow.psp == psp,
+                TransactionRow.psp_account == account,
+            )
+        ).first()
+        if row is None:
+            return None
+        return (
+            f"The event concerns reference {event.psp_reference}, which transaction {row[0]} replaced by "
+            f"{row[1]} (renewal); the transaction follows its current reference."
+        )
+
+    # ================================================================== applying
+    def _record_for_transaction(
+        self, psp: str, account: str, event: PspEvent, received_at: datetime, company: str, tx_id: str
+    ) -> EventOutcome | None:
+        """Under the document lock: record the event and apply it, in one database transaction.
+        None when the transaction is no longer the event's target (look it up again)."""
+        with self.store.transaction() as s:
+            target = self._target(s, psp, account, event)
+            if target is None or target[:2] != (company, tx_id):
+                return None
+            tx = s.get(TransactionRow, tx_id)
+            assert tx is not None
+            row = self._existing(s, psp, account, event.event_id)
+            if row is not None and row.status != EventStatus.DEFERRED:
+                return EventOutcome(event_id=event.event_id, type=event.type, status=EventStatus.DUPLICATE,
+                                    transaction_id=row.transaction_id, message="This event was received before; nothing changed.")
+            if row is None:
+                self._reapply_deferred(s, tx)
+                row = self._new_row(psp, account, event, received_at, EventStatus.DEFERRED)
+                s.add(row)
+                s.flush()
+            status, note = self._apply(s, tx, row, event)
+            return EventOutcome(event_id=event.event_id, type=event.type, status=status, transaction_id=tx.id, message=note)
+
+    def _unfinished(self, s: Session, tx: TransactionRow) -> str | None:
+        op = s.scalars(
+            select(OperationRow).where(
+                OperationRow.company_id == tx.company_id, OperationRow.transaction_id == tx.id,
+                OperationRow.status.in_(UNFINISHED),
+            ).order_by(OperationRow.seq)
+        ).first()
+        if op is not None:
+            return f"{op.kind} (operation {op.id}, {op.status})"
+        sop = s.scalars(
+            select(ServiceOperationRow).where(
+                ServiceOperationRow.company_id == tx.company_id, ServiceOperationRow.transaction_id == tx.id,
+                ServiceOperationRow.status.in_(_SERVICE_UNFINISHED),
+            )
+        ).first()
+        if sop is not None:
+            return f"{sop.kind.replace('_', ' ')} (service operation {sop.id}, {sop.status})"
+        return None
+
+    def _apply(self, s: Session, tx: TransactionRow, row: PspEventRow, event: PspEvent) -> tuple[str, str]:
+        now = self.engine.clock.now()
+        row.company_id = tx.company_id
+        row.transaction_id = tx.id
+        status, note = self._decide(s, tx, row, event, now)
+        row.status = status
+        row.note = note
+        row.applied_at = now if status in (EventStatus.APPLIED, EventStatus.NO_CHANGE, EventStatus.IGNORED) else None
+        if status == EventStatus.IGNORED:
+            self.log.warning("webhook.event_ignored", event_id=event.event_id, transaction=tx.id, note=note)
+        return status, note
+
+    def _decide(self, s: Session, tx: TransactionRow, row: PspEventRow, event: PspEvent, now: datetime) -> tuple[str, str]:
+        if event.type not in MONEY_EVENTS and event.type not in (EventType.PAYMENT_FAILED, EventType.LINK_EXPIRED):
+            return EventStatus.STORED, "Stored; this event type does not change a payment."
+        if event.type in MONEY_EVENTS:
+            busy = self._unfinished(s, tx)
+            if busy is not None:
+                return EventStatus.DEFERRED, (
+                    f"The outcome of {busy} is not known yet; payweave replays that call with its own idempotency "
+                    f"key and re-evaluates this event afterwards."
+                )
+        if (
+            event.type is not EventType.LINK_COMPLETED
+            and event.psp_reference
+            and tx.psp_reference
+            and event.psp_reference != tx.psp_reference
+        ):
+            return EventStatus.IGNORED, (
+                f"The event concerns reference {event.psp_reference}; the payment now has reference {tx.psp_reference}."
+            )
+        try:
+            handler = {
+                EventType.AUTHORIZED: self._on_authorized,
+                EventType.CAPTURED: self._on_captured,
+                EventType.VOIDED: self._on_voided,
+                EventType.EXPIRED: self._on_expired,
+                EventType.REFUNDED: self._on_money_back,
+                EventType.CREDITED: self._on_money_back,
+                EventType.PAYMENT_FAILED: self._on_failed,
+                EventType.LINK_COMPLETED: self._on_link_completed,
+                EventType.LINK_EXPIRED: self._on_link_expired,
+            }[event.type]
+            return handler(s, tx, row, event, now)
+        except _Inconsistent as exc:
+            return EventStatus.IGNORED, f"The event cannot apply to this payment: {exc}."
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _actor(self, tx: TransactionRow) -> str:
+        return f"psp:{tx.psp}"
+
+    def _history(self, s: Session, tx: TransactionRow, event: PspEvent, action: str, message: str, now: datetime,
+                 *, before: str, amount_minor: int | None = None) -> None:
+        add_history(
+            s, tx, action, actor=self._actor(tx), trigger="webhook", message=message, now=now, from_status=before,
+            amount_minor=amount_minor, details={"event_id": event.event_id, "event_type": event.type.value,
+                                                "raw_type": event.raw_type},
+        )
+
+    def _fmt(self, tx: TransactionRow, minor: int) -> str:
+        return f"{from_minor_units(minor, tx.currency)} {tx.currency}"
+
+    def _awaiting_authorization(self, s: Session, tx: TransactionRow) -> bool:
+        if tx.status in (TxStatus.PENDING.value,):
+            return True
+        if tx.status == TxStatus.PREPARED.value and tx.psp_reference:
+            return True
+        if tx.status == TxStatus.FAILED.value and tx.authorized_minor == 0:
+            # a payment given up (link expired, attempt failed) that the customer paid after all:
+            # the PSP's word decides, unless the document has another live payment by now
+            other = s.scalars(
+                select(TransactionRow.id).where(
+                    TransactionRow.company_id == tx.company_id,
+                    TransactionRow.document_type == tx.document_type,
+                    TransactionRow.document_id == tx.document_id,
+                    TransactionRow.id != tx.id,
+                    TransactionRow.status.not_in((TxStatus.FAILED.value, TxStatus.VOIDED.value)),
+                )
+            ).first()
+            return other is None
+        return False
+
+    def _authorize(self, s: Session, tx: TransactionRow, event: PspEvent, amount: int, now: datetime,
+                   *, captured: int = 0, how: str) -> tuple[str, str]:
+        before = tx.status
+        if captured > amount:
+            raise _Inconsistent(f"captured {self._fmt(tx, captured)} exceeds the authorized {self._fmt(tx, amount)}")
+        ledger = Ledger(tx.currency, authorized=amount, captured=captured)
+        store_ledger(tx, ledger, Phase.ACTIVE, now)
+        if event.psp_reference and not tx.psp_reference:
+            tx.psp_reference = event.psp_reference
+        caps = self.engine.capabilities(tx.psp, tx.psp_account)
+        validity = caps.reservation_validity
+        tx.expires_at = (now + validity) if (validity and ledger.open > 0) else None
+        setup = self.engine._setup(s, tx.company_id, tx.payment_method_code)
+        self.engine._schedule_expiry_jobs(s, tx, setup)
+        what = f"captured {self._fmt(tx, captured)}" if captured else f"authorized {self._fmt(tx, amount)}"
+        message = f"The PSP confirmed the payment ({how}): {what}."
+        self._history(s, tx, event, "authorized" if not captured else "captured", message, now,
+                      before=before, amount_minor=captured or amount)
+        return EventStatus.APPLIED, message
+
+    def _claim(self, s: Session, tx: TransactionRow, row: PspEventRow, kinds: tuple[OpKind, ...], amount: int | None) -> int | None:
+        """An operation of the engine this event reports (same kind and amount), not yet claimed."""
+        claimed = set(
+            s.scalars(
+                select(PspEventRow.operation_id).where(
+                    PspEventRow.company_id == tx.company_id, PspEventRow.transaction_id == tx.id,
+                    PspEventRow.operation_id.is_not(None), PspEventRow.id != row.id,
+                )
+            ).all()
+        )
+        ops = s.scalars(
+            select(OperationRow).where(
+                OperationRow.company_id == tx.company_id, OperationRow.transaction_id == tx.id,
+                OperationRow.kind.in_([k.value for k in kinds]),
+                OperationRow.status.in_((OpStatus.SUCCEEDED.value, OpStatus.PENDING.value)),
+            ).order_by(OperationRow.seq)
+        ).all()
+        for op in ops:
+            if op.id in claimed:
+                continue
+            done = op.amount_minor
+            if op.result and isinstance(op.result.get("amount"), dict):
+                try:
+                    done = Money.model_validate(op.result["amount"]).minor_units
+                except (ValueError, PayweaveError):
+                    pass
+            if amount is None or done == amount:
+                return op.id
+        return None
+
+    # ---- handlers ------------------------------------------------------------------------------
+    def _on_authorized(self, s, tx, row, event, now) -> tuple[str, str]:
+        if not self._awaiting_authorization(s, tx):
+            return EventStatus.NO_CHANGE, f"The payment is already {tx.status.replace('_', ' ')}; the authorization is recorded."
+        amount = _minor(event.amount, tx.currency) or tx.amount_minor
+        return self._authorize(s, tx, event, amount, now, how=f"{event.raw_type or 'authorized'}")
+
+    def _on_captured(self, s, tx, row, event, now) -> tuple[str, str]:
+        amount = _minor(event.amount, tx.currency)
+        total = _minor(event.total_captured, tx.currency)
+        if self._awaiting_authorization(s, tx):
+            reported = total if total is not None else (amount or 0)
+            authorized = max(tx.amount_minor, reported)
+            return self._authorize(s, tx, event, authorized, now, captured=reported, how=event.raw_type or "captured")
+        ledger = ledger_of(tx)
+        phase = phase_of(tx.status)
+        if phase is not Phase.ACTIVE:
+            return EventStatus.IGNORED, f"The payment is {tx.status}; a capture cannot apply."
+        if total is None:
+            if amount is None:
+                raise _Inconsistent("the capture event carries no amount")
+            op_id = self._claim(s, tx, row, (OpKind.CAPTURE, OpKind.RESERVE), amount)
+            if op_id is not None:
+                row.operation_id = op_id
+                return EventStatus.NO_CHANGE, f"The capture of {self._fmt(tx, amount)} is recorded already (operation {op_id})."
+            total = ledger.captured + amount
+        if total <= ledger.captured:
+            return EventStatus.NO_CHANGE, (
+                f"Captured {self._fmt(tx, ledger.captured)} is recorded already (the event reports {self._fmt(tx, total)})."
+            )
+        delta = total - ledger.captured
+        if delta > ledger.open:
+            raise _Inconsistent(
+                f"the PSP reports {self._fmt(tx, total)} captured, but only {self._fmt(tx, ledger.open)} more was reserved"
+            )
+        before = tx.status
+        store_ledger(tx, ledger.with_(captured=total), Phase.ACTIVE, now)
+        message = f"The PSP reports a capture of {self._fmt(tx, delta)} made outside payweave (total {self._fmt(tx, total)})."
+        self._history(s, tx, event, "captured", message, now, before=before, amount_minor=delta)
+        return EventStatus.APPLIED, message
+
+    def _on_voided(self, s, tx, row, event, now) -> tuple[str, str]:
+        ledger = ledger_of(tx)
+        if self._awaiting_authorization(s, tx) and tx.status != TxStatus.FAILED.value:
+            before = tx.status
+            tx.status = TxStatus.FAILED.value
+            tx.updated_at = now
+            message = "The PSP cancelled the payment before it was authorized."
+            self._history(s, tx, event, "cancelled", message, now, before=before)
+            return EventStatus.APPLIED, message
+        amount = _minor(event.amount, tx.currency)
+        op_id = self._claim(s, tx, row, (OpKind.VOID, OpKind.RENEW), amount)
+        if op_id is not None:
+            row.operation_id = op_id
+            return EventStatus.NO_CHANGE, f"The void is recorded already (operation {op_id})."
+        if ledger.open <= 0:
+            return EventStatus.NO_CHANGE, "Nothing is reserved any more; the release is recorded."
+        released = ledger.open if amount is None else min(amount, ledger.open)
+        before = tx.status
+        store_ledger(tx, ledger.with_(voided=ledger.voided + released), phase_of(tx.status), now)
+        tx.expires_at = tx.expires_at if ledger.open - released > 0 else None
+        message = f"The PSP reports a release of {self._fmt(tx, released)} made outside payweave."
+        self._history(s, tx, event, "voided", message, now, before=before, amount_minor=released)
+        return EventStatus.APPLIED, message
+
+    def _on_expired(self, s, tx, row, event, now) -> tuple[str, str]:
+        if self._awaiting_authorization(s, tx):
+            if tx.status == TxStatus.FAILED.value:
+                return EventStatus.NO_CHANGE, "The payment was given up already."
+            before = tx.status
+            tx.status = TxStatus.FAILED.value
+            tx.updated_at = now
+            message = "The payment expired at the PSP before the customer authorized it."
+            self._history(s, tx, event, "expired", message, now, before=before)
+            return EventStatus.APPLIED, message
+        ledger = ledger_of(tx)
+        if ledger.open <= 0:
+            return EventStatus.NO_CHANGE, "Nothing is reserved any more; the expiry is recorded."
+        before = tx.status
+        lapsed = ledger.open
+        store_ledger(tx, ledger.with_(expired=ledger.expired + lapsed), phase_of(tx.status), now)
+        tx.expires_at = None
+        message = f"The reservation expired at the PSP; {self._fmt(tx, lapsed)} is no longer capturable."
+        self._history(s, tx, event, "expired", message, now, before=before, amount_minor=lapsed)
+        return EventStatus.APPLIED, message
+
+    def _on_money_back(self, s, tx, row, event, now) -> tuple[str, str]:
+        credit = event.type is EventType.CREDITED
+        ledger = ledger_of(tx)
+        if phase_of(tx.status) is not Phase.ACTIVE:
+            return EventStatus.IGNORED, f"The payment is {tx.status}; nothing was captured to pay back."
+        amount = _minor(event.amount, tx.currency)
+        total = _minor(event.total_refunded, tx.currency)
+        if total is None:
+            if amount is None:
+                raise _Inconsistent("the refund event carries no amount")
+            op_id = self._claim(s, tx, row, (OpKind.REFUND, OpKind.CREDIT), amount)
+            if op_id is not None:
+                row.operation_id = op_id
+                return EventStatus.NO_CHANGE, f"The payment back of {self._fmt(tx, amount)} is recorded already (operation {op_id})."
+            total = ledger.returned + amount
+        if total <= ledger.returned:
+            return EventStatus.NO_CHANGE, (
+                f"{self._fmt(tx, ledger.returned)} paid back is recorded already (the event reports {self._fmt(tx, total)})."
+            )
+        delta = total - ledger.returned
+        if delta > ledger.refundable:
+            raise _Inconsistent(
+                f"the PSP reports {self._fmt(tx, total)} paid back, but only {self._fmt(tx, ledger.captured)} was captured"
+            )
+        before = tx.status
+        changed = ledger.with_(credited=ledger.credited + delta) if credit else ledger.with_(refunded=ledger.refunded + delta)
+        store_ledger(tx, changed, Phase.ACTIVE, now)
+        word = "credit" if credit else "refund"
+        message = f"The PSP reports a {word} of {self._fmt(tx, delta)} made outside payweave (total paid back {self._fmt(tx, total)})."
+        self._history(s, tx, event, "credited" if credit else "refunded", message, now, before=before, amount_minor=delta)
+        return EventStatus.APPLIED, message
+
+    def _on_failed(self, s, tx, row, event, now) -> tuple[str, str]:
+        if not self._awaiting_authorization(s, tx) or tx.status == TxStatus.FAILED.value:
+            return EventStatus.NO_CHANGE, f"The payment is {tx.status.replace('_', ' ')}; a failed attempt changes nothing."
+        decline = event.data.get("decline_code") if isinstance(event.data, dict) else None
+        message = "The customer's payment attempt failed at the PSP" + (f" ({decline})" if decline else "") + (
+            "; the payment stays open for another attempt until its link expires."
+        )
+        self._history(s, tx, event, "attempt_failed", message, now, before=tx.status)
+        return EventStatus.APPLIED, message
+
+    def _link_of(self, s: Session, tx: TransactionRow, event: PspEvent) -> PaymentLinkRow | None:
+        query = select(PaymentLinkRow).where(PaymentLinkRow.company_id == tx.company_id, PaymentLinkRow.transaction_id == tx.id)
+        if event.link_id:
+            query = query.where(PaymentLinkRow.psp_link_id == event.link_id)
+        return s.scalars(query.order_by(PaymentLinkRow.created_at.desc())).first()
+
+    def _on_link_completed(self, s, tx, row, event, now) -> tuple[str, str]:
+        link = self._link_of(s, tx, event)
+        if link is not None:
+            link.status = "completed"
+            link.psp_reference = event.psp_reference or link.psp_reference
+            link.updated_at = now
+        if event.psp_reference and not tx.psp_reference:
+            tx.psp_reference = event.psp_reference
+        if event.psp_reference and tx.psp_reference and event.psp_reference != tx.psp_reference:
+            raise _Inconsistent(f"the link was paid with {event.psp_reference}, the payment has {tx.psp_reference}")
+        if self._awaiting_authorization(s, tx):
+            amount = _minor(event.amount, tx.currency) or tx.amount_minor
+            captured = amount if tx.auto_capture else 0
+            status, note = self._authorize(s, tx, event, amount, now, captured=captured, how="the customer paid the link")
+        else:
+            status, note = EventStatus.NO_CHANGE, f"The customer paid the link; the payment is {tx.status.replace('_', ' ')} already."
+        s.flush()
+        self._apply_unmatched(s, tx)
+        return status, note
+
+    def _on_link_expired(self, s, tx, row, event, now) -> tuple[str, str]:
+        link = self._link_of(s, tx, event)
+        if link is not None and link.status in ("open", "creating"):
+            link.status = "expired"
+            link.updated_at = now
+        latest = s.scalars(
+            select(PaymentLinkRow)
+            .where(PaymentLinkRow.company_id == tx.company_id, PaymentLinkRow.transaction_id == tx.id)
+            .order_by(PaymentLinkRow.created_at.desc())
+        ).first()
+        if tx.status == TxStatus.PENDING.value and tx.authorized_minor == 0 and (latest is None or latest is link):
+            before = tx.status
+            tx.status = TxStatus.FAILED.value
+            tx.updated_at = now
+            message = "The payment link expired before the customer paid; a new link can be created for the document."
+            self._history(s, tx, event, "link_expired", message, now, before=before)
+            return EventStatus.APPLIED, message
+        return EventStatus.NO_CHANGE, "The payment link expired; the payment does not depend on it."
+
+    # ================================================================== re-evaluation
+    def _apply_unmatched(self, s: Session, tx: TransactionRow) -> None:
+        """Events that arrived before the transaction had its reference, oldest first."""
+        if not tx.psp_reference:
+            return
+        rows = s.scalars(
+            select(PspEventRow).where(
+                PspEventRow.psp == tx.psp, PspEventRow.psp_account == tx.psp_account,
+                PspEventRow.psp_reference == tx.psp_reference, PspEventRow.status == EventStatus.UNMATCHED,
+            ).order_by(PspEventRow.occurred_at, PspEventRow.id)
+        ).all()
+        for row in rows:
+            self._apply(s, tx, row, PspEvent.model_validate(row.event))
+
+    def _reapply_deferred(self, s: Session, tx: TransactionRow) -> int:
+        if self._unfinished(s, tx) is not None:
+            return 0
+        rows = s.scalars(
+            select(PspEventRow).where(
+                PspEventRow.company_id == tx.company_id, PspEventRow.transaction_id == tx.id,
+                PspEventRow.status == EventStatus.DEFERRED,
+            ).order_by(PspEventRow.occurred_at, PspEventRow.id)
+        ).all()
+        for row in rows:
+            self._apply(s, tx, row, PspEvent.model_validate(row.event))
+        return len(rows)
+
+    def reapply_deferred(self, company_id: str | None = None, transaction_id: str | None = None) -> int:
+        """Re-evaluate deferred events of transactions whose operations have finished."""
+        query = select(PspEventRow.company_id, PspEventRow.transaction_id).where(PspEventRow.status == EventStatus.DEFERRED)
+        if company_id is not None:
+            query = query.where(PspEventRow.company_id == company_id)
+        if transaction_id is not None:
+            query = query.where(PspEventRow.transaction_id == transaction_id)
+        with self.store.transaction() as s:
+            pairs = sorted({(c, t) for c, t in s.execute(query.distinct()).all() if c and t})
+        done = 0
+        for company, tx_id in pairs:
+            with self.locked(company, tx_id):
+                with self.store.transaction() as s:
+                    tx = s.get(TransactionRow, tx_id)
+                    if tx is not None:
+                        done += self._reapply_deferred(s, tx)
+        return done
+
+    @contextmanager
+    def locked(self, company_id: str, tx_id: str) -> Iterator[None]:
+        with self.store.transaction() as s:
+            tx = s.get(TransactionRow, tx_id)
+            key = doc_lock_key(tx) if tx is not None and tx.company_id == company_id else f"tx:{tx_id}"
+        with self.store.serialized(company_id, key):
+            yield
+
+    # ================================================================== reading
+    def for_transaction(self, company_id: str, transaction_id: str) -> list[PspEventView]:
+        with self.store.transaction() as s:
+            rows = s.scalars(
+                select(PspEventRow)
+                .where(PspEventRow.company_id == company_id, PspEventRow.transaction_id == transaction_id)
+                .order_by(PspEventRow.occurred_at, PspEventRow.id)
+            ).all()
+            return [
+                PspEventView(
+                    event_id=r.event_id, type=EventType(r.event_type), raw_type=r.raw_type, occurred_at=r.occurred_at,
+                    received_at=r.received_at, psp_reference=r.psp_reference, status=r.status, note=r.note,
+                    applied_at=r.applied_at,
+                )
+                for r in rows
+            ]
+
+
+__all__ = ["EventOutcome", "EventStatus", "PspEventView", "PspEvents", "UnknownPspAccount"]
