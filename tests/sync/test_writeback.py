@@ -200,3 +200,39 @@ def test_a_writeback_waits_durably_for_the_account_setup(bc, store):
         service.queue.complete(job, result)
     assert service.writeback(wb.id).status == "posted"
     assert len(_entries(bc, wb.document_number)) == 1
+
+
+def test_psp_payouts_become_deposits_once_each(bc, sqlite_store):
+    from payweave.core.plugins import PluginManager
+    from payweave.core.settings import PayweaveSettings
+    from payweave.core.sync import ErpSyncService, SyncSettings
+    from payweave.hooks.models import CaptureRequest, ReserveRequest
+    from payweave.plugins.psp_mock import ledger_for, reset_ledgers
+
+    reset_ledgers()
+    manager = PluginManager(PayweaveSettings(plugins="erp_businesscentral,psp_mock", accounts={
+        "erp_businesscentral": {"default": bc.account_settings()}, "psp_mock": {"default": {"profile": "full"}}}))
+    manager.load_entrypoints()
+    service = ErpSyncService(sqlite_store, manager, settings=SyncSettings(page_size=50, pdfs="none"),
+                             clock=bc.service(sqlite_store).clock)
+    cid = bc.company.id
+    service.connect()
+    _setup(service, cid)
+    psp, account = manager.psp("psp_mock"), manager.account("psp_mock")
+    for n, amount in enumerate(("100.00", "35.50")):
+        res = psp.reserve(account, ReserveRequest(idempotency_key=f"r{n}", transaction_id=f"t{n}",
+                                                  amount=Money(amount=amount, currency="USD")))
+        psp.capture(account, CaptureRequest(idempotency_key=f"c{n}", transaction_id=f"t{n}",
+                                            psp_reference=res.psp_reference, amount=Money(amount=amount, currency="USD")))
+    [payout] = ledger_for(account).run_payout()
+
+    [wb] = service.record_payouts(cid, "psp_mock")
+    again = service.record_payouts(cid, "psp_mock")
+
+    assert wb.status == "posted" and wb.amount == payout.net and wb.source_key == payout.payout_id
+    assert [w.id for w in again] == [wb.id]
+    totals: dict[str, Decimal] = {}
+    for number, debit, credit in _gl(bc, wb.document_number):
+        totals[number] = totals.get(number, Decimal(0)) + debit - credit
+    assert totals == {"10100": payout.net, FEES: payout.fee, CLEARING: -payout.gross}
+    reset_ledgers()

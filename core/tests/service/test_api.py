@@ -58,12 +58,12 @@ def test_payment_method_setup_crud_and_refusals(service):
     assert_problem(service.a.get("/v1/payment-methods/CARD"), 404, "payment_method_not_found")
 
 
-def test_account_setup_and_psp_accounts(service):
-    assert service.a.get("/v1/account-setup").json()["payments_account_id"] is None
-    saved = service.a.put("/v1/account-setup", json={"payments_account_id": "2910", "bank_account_id": "BANK1",
-                                                     "fee_account_id": "7800"}).json()
-    assert (saved["payments_account_id"], saved["bank_account_id"], saved["fee_account_id"]) == ("2910", "BANK1", "7800")
-    assert service.a.get("/v1/account-setup").json() == saved
+def test_account_setup_needs_a_connected_erp_and_psp_accounts(service):
+    # the full path (choices from BC, validation, shared with write-back) is tests/sync/test_account_setup_api.py
+    assert_problem(service.a.get("/v1/account-setup"), 404, "account_setup_missing")
+    refused = service.a.put("/v1/account-setup", json={"payments_account": "2910", "bank_account": "BANK1",
+                                                       "fee_account": "7800"})
+    assert_problem(refused, 404, "erp_connection_not_found")
     accounts = {(a["psp"], a["account"]): a["features"] for a in service.a.get("/v1/psp-accounts").json()}
     assert accounts[("psp_mock", "full")]["partial_capture"] is True
     assert accounts[("psp_mock", "no_void")]["void"] is False

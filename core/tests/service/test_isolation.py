@@ -27,8 +27,6 @@ def test_setup_is_per_company(service):
     assert service.b.get("/v1/payment-methods").json() == []
     assert_problem(service.b.get("/v1/payment-methods/CARD"), 404, "payment_method_not_found")
     assert_problem(service.b.delete("/v1/payment-methods/CARD"), 404, "payment_method_not_found")
-    service.a.put("/v1/account-setup", json={"payments_account_id": "2910"})
-    assert service.b.get("/v1/account-setup").json()["payments_account_id"] is None
     # B's documents with A's payment-method code are not payweave documents for B
     order = sales_document(company_id=COMPANY_B, payment_method_code="CARD")
     assert_problem(service.b.post("/v1/authorizations", json={"document": document_json(order)}), 422,

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "payweave.core.cli.sync_cmd",
     "payweave.core.cli.serve_cmd",
     "payweave.core.cli.keys_cmd",
+    "payweave.core.cli.demo_cmd",
 ]
 
 for _module in COMMAND_MODULES:

@@ -605,6 +605,9 @@ class PaymentEngine:
             tx_id = row.transaction_id
         assert tx_id is not None
         with self._tx_locked(company_id, tx_id):
+            # an earlier PSP call of the payment (its capture) may still await its outcome: settle it
+            # first, or the refund would be refused for want of a capture that did happen
+            self._recover_transaction(company_id, tx_id)
             return self._pay_back_document(document, tx_id, _Ctx(actor, str(trigger), None))
 
     def _pay_back_document(self, document: SalesDocument, tx_id: str, ctx: _Ctx) -> TransactionView:

@@ -16,13 +16,13 @@ from payweave.core.engine.links import PaymentLinkView
 from payweave.core.engine.mandates import MandateRegistration, MandateView
 from payweave.core.engine.psp_events import PspEventView
 from payweave.core.engine.service import AdvancedImportRequest
-from payweave.core.store.service_models import CompanySetupRow
+from payweave.core.sync.views import AccountSetupView
 from payweave.hooks.errors import PayweaveError
-from payweave.hooks.models import Cart, DocumentType
+from payweave.hooks.models import Cart, DocumentType, LedgerAccount
 
 from .api_models import (
     AccountSetup,
-    AccountSetupView,
+    AccountSetupMissing,
     AmountIn,
     AuthorizeIn,
     Deleted,
@@ -122,39 +122,48 @@ async def delete_payment_method(code: MethodCode, ctx: Context, caller: Caller) 
     return Deleted()
 
 
-def _account_setup(ctx: Any, company: str) -> AccountSetupView:
-    with ctx.engine.store.transaction() as s:
-        row = s.get(CompanySetupRow, company)
-        if row is None:
-            return AccountSetupView(company_id=company)
-        return AccountSetupView(company_id=company, payments_account_id=row.payments_account_id,
-                                bank_account_id=row.bank_account_id, fee_account_id=row.fee_account_id,
-                                updated_at=row.updated_at, updated_by=row.updated_by)
+def _erp_sync(ctx: Any) -> Any:
+    from payweave.core.sync.jobs import service_for_engine
+
+    return service_for_engine(ctx.engine)
 
 
+# The account setup has one home: the ERP sync service, which validates the choice against the
+# ERP's own accounts and uses it for write-back (the dashboard and `payweave accounts` use it too).
 @router.get("/account-setup", response_model=AccountSetupView, tags=["setup"],
-            summary="Where payments, payouts and fees are recorded in BC")
+            summary="Where payments, payouts and fees are recorded in BC",
+            responses={404: {"model": Problem, "content": {PROBLEM_JSON: {}}}})
 async def get_account_setup(ctx: Context, caller: Caller) -> AccountSetupView:
-    return await _sync(_account_setup, ctx, caller.company_id)
-
-
-@router.put("/account-setup", response_model=AccountSetupView, tags=["setup"], summary="Set the account setup")
-async def put_account_setup(body: AccountSetup, ctx: Context, caller: Caller) -> AccountSetupView:
     def work() -> AccountSetupView:
-        now = ctx.engine.clock.now()
-        with ctx.engine.store.transaction() as s:
-            row = s.get(CompanySetupRow, caller.company_id)
-            if row is None:
-                row = CompanySetupRow(company_id=caller.company_id, updated_at=now)
-                s.add(row)
-            row.payments_account_id = body.payments_account_id
-            row.bank_account_id = body.bank_account_id
-            row.fee_account_id = body.fee_account_id
-            row.updated_at = now
-            row.updated_by = caller.actor
-        return _account_setup(ctx, caller.company_id)
+        view = _erp_sync(ctx).account_setup(caller.company_id)
+        if view is None:
+            raise AccountSetupMissing(
+                "No account setup yet: connect the ERP company, then choose the payments account, the deposits "
+                "bank account and the fee account.",
+            )
+        return view
 
     return await _sync(work)
+
+
+@router.get("/account-setup/choices", response_model=list[LedgerAccount], tags=["setup"],
+            summary="The ERP's G/L accounts and bank accounts to choose from",
+            responses={404: {"model": Problem, "content": {PROBLEM_JSON: {}}}})
+async def account_setup_choices(ctx: Context, caller: Caller) -> list[LedgerAccount]:
+    return await _sync(_erp_sync(ctx).ledger_accounts, caller.company_id)
+
+
+@router.put("/account-setup", response_model=AccountSetupView, tags=["setup"],
+            summary="Set the account setup (validated against the ERP's accounts)",
+            responses={404: {"model": Problem, "content": {PROBLEM_JSON: {}}},
+                       422: {"model": Problem, "content": {PROBLEM_JSON: {}}}})
+async def put_account_setup(body: AccountSetup, ctx: Context, caller: Caller) -> AccountSetupView:
+    return await _sync(
+        lambda: _erp_sync(ctx).set_account_setup(
+            caller.company_id, payments_account=body.payments_account, bank_account=body.bank_account,
+            fee_account=body.fee_account, actor=caller.actor,
+        )
+    )
 
 
 # ============================================================================== documents

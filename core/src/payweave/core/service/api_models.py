@@ -233,13 +233,15 @@ class MandateChargeIn(BaseModel):
 
 
 class AccountSetup(BaseModel):
-    """The account setup of the company: where payments and payouts are recorded in BC."""
+    """The account setup of the company: where payments and payouts are recorded in BC. Each
+    account is named by its ERP id or number (see ``GET /v1/account-setup/choices``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    payments_account_id: str | None = Field(None, max_length=100, description="Account that records customer payments.")
-    bank_account_id: str | None = Field(None, max_length=100, description="Bank account that receives payouts.")
-    fee_account_id: str | None = Field(None, max_length=100, description="Account for PSP fees.")
+    payments_account: str = Field(min_length=1, max_length=100,
+                                  description="G/L account that records customer payments (the clearing account).")
+    bank_account: str = Field(min_length=1, max_length=100, description="Bank account that receives PSP payouts.")
+    fee_account: str = Field(min_length=1, max_length=100, description="G/L account for PSP fees.")
 
     @model_validator(mode="after")
     def _bounded(self) -> AccountSetup:
@@ -247,12 +249,9 @@ class AccountSetup(BaseModel):
         return self
 
 
-class AccountSetupView(AccountSetup):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    company_id: str
-    updated_at: datetime | None = None
-    updated_by: str = ""
+class AccountSetupMissing(CoreError):
+    code = "account_setup_missing"
+    http_status = 404
 
 
 class PspAccountView(BaseModel):

@@ -162,20 +162,8 @@ class MandateRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
-class CompanySetupRow(Base):
-    __tablename__ = "company_setups"
-
-    company_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    payments_account_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    bank_account_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    fee_account_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    updated_by: Mapped[str] = mapped_column(String(200), default="")
-
-
 __all__ = [
     "ApiKeyRow",
-    "CompanySetupRow",
     "IdempotentRequestRow",
     "MandateRow",
     "PaymentLinkRow",

@@ -258,9 +258,20 @@ def _match_writebacks(delta: int, writebacks: Sequence[ErpWritebackRow]) -> list
     return matched
 
 
+def _latest(records: Sequence[Any], key: str) -> list[Any]:
+    """One record per id (the latest change) when a page lists a record twice."""
+    latest: dict[str, Any] = {}
+    for rec in records:
+        k = getattr(rec, key)
+        if k not in latest or rec.last_modified >= latest[k].last_modified:
+            latest[k] = rec
+    return list(latest.values()) if len(latest) != len(records) else list(records)
+
+
 def apply_invoices(session: Session, company_id: str, records: Sequence[ErpInvoice], now: datetime, *,
                    default_currency: str | None = None) -> ApplyStats:
     stats = ApplyStats()
+    records = _latest(records, "invoice_id")
     ids = [r.invoice_id for r in records]
     rows = {r.invoice_id: r for r in session.scalars(
         select(ErpInvoiceRow).where(ErpInvoiceRow.company_id == company_id, ErpInvoiceRow.invoice_id.in_(ids))
@@ -271,6 +282,8 @@ def apply_invoices(session: Session, company_id: str, records: Sequence[ErpInvoi
             ErpWritebackRow.invoice_id.in_(ids), ErpWritebackRow.status.in_(LIVE_WRITEBACK))):
         writebacks.setdefault(wb.invoice_id or "", []).append(wb)
     lines_to_replace: dict[str, list[dict[str, Any]]] = {}
+    new_rows: list[dict[str, Any]] = []
+    new_settlements: list[dict[str, Any]] = []
     resolved: list[str] = []
     for rec in records:
         try:
@@ -283,14 +296,22 @@ def apply_invoices(session: Session, company_id: str, records: Sequence[ErpInvoi
         row = rows.get(rec.invoice_id)
         wbs = writebacks.get(rec.invoice_id, [])
         if row is None:
-            row = ErpInvoiceRow(company_id=company_id, invoice_id=rec.invoice_id, origin=ORIGIN_ERP, archived=False,
-                                paid_via_payweave=False, ignored_erp_changes=0, settled_minor=0, settlements=0,
-                                pdf_attempts=0, erp_last_modified=rec.last_modified, content_hash=values.digest,
-                                created_at=now, updated_at=now, **values.fields)
-            session.add(row)
-            rows[rec.invoice_id] = row
-            _settle(session, row, _settled(values.fields), wbs, rec.last_modified, now)
-            recompute_open(row, wbs)
+            # new invoice: inserted in bulk below (with what BC already settled on it)
+            fields = values.fields
+            settled = _settled(fields)
+            matched = _match_writebacks(settled, wbs) if settled > 0 else []
+            open_minor = max(fields["remaining_minor"] - unobserved_payweave_minor(wbs), 0)
+            new_rows.append({
+                **fields, "company_id": company_id, "invoice_id": rec.invoice_id, "origin": ORIGIN_ERP,
+                "archived": False, "paid_via_payweave": False, "ignored_erp_changes": 0, "settled_minor": settled,
+                "settlements": 1 if settled else 0, "pdf_attempts": 0, "erp_last_modified": rec.last_modified,
+                "content_hash": values.digest, "open_minor": open_minor, "created_at": now, "updated_at": now,
+                "status": payweave_status(fields["erp_status"], fields["remaining_minor"], open_minor, False),
+            })
+            if settled:
+                new_settlements.append(_settlement_values(
+                    company_id, rec.invoice_id, fields["customer_id"], fields["number"], fields["currency"], 1, settled,
+                    matched, rec.last_modified, now))
             lines_to_replace[rec.invoice_id] = values.lines
             stats.inserted += 1
             continue
@@ -321,6 +342,10 @@ def apply_invoices(session: Session, company_id: str, records: Sequence[ErpInvoi
         recompute_open(row, wbs)
         lines_to_replace[rec.invoice_id] = values.lines
         stats.updated += 1
+    if new_rows:
+        session.execute(insert(ErpInvoiceRow), new_rows)
+    if new_settlements:
+        session.execute(insert(ErpPaymentRow), new_settlements)
     if lines_to_replace:
         session.flush()
         session.execute(delete(ErpInvoiceLineRow).where(
@@ -341,12 +366,17 @@ def _settle(session: Session, row: ErpInvoiceRow, settled: int, wbs: Sequence[Er
     matched = _match_writebacks(delta, wbs) if delta > 0 else []
     row.settlements += 1
     row.settled_minor = settled
-    session.add(ErpPaymentRow(
-        company_id=row.company_id, payment_id=f"balance:{row.invoice_id}:{row.settlements}", source="erp_balance",
-        invoice_id=row.invoice_id, customer_id=row.customer_id, document_number=row.number,
-        posting_date=last_modified.date(), amount_minor=delta, currency=row.currency, matched_writebacks=matched,
-        erp_last_modified=last_modified, created_at=now,
-    ))
+    session.add(ErpPaymentRow(**_settlement_values(row.company_id, row.invoice_id, row.customer_id, row.number,
+                                                   row.currency, row.settlements, delta, matched, last_modified, now)))
+
+
+def _settlement_values(company_id: str, invoice_id: str, customer_id: str, number: str, currency: str, seq: int,
+                       amount_minor: int, matched: list[int], last_modified: datetime, now: datetime) -> dict[str, Any]:
+    """An ``erp_payments`` row for the ``seq``-th change of what BC settled on an invoice."""
+    return {"company_id": company_id, "payment_id": f"balance:{invoice_id}:{seq}", "source": "erp_balance",
+            "invoice_id": invoice_id, "customer_id": customer_id, "document_number": number,
+            "posting_date": last_modified.date(), "amount_minor": amount_minor, "currency": currency,
+            "matched_writebacks": matched, "erp_last_modified": last_modified, "created_at": now}
 
 
 # ============================================================================================

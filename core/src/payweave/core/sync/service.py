@@ -428,41 +428,41 @@ class ErpSyncService(WritebackMixin, EventsMixin):
         self._emit(run, ProgressEvent(run.company_id, "status", PHASE_DELTA, status=CONNECTED))
 
     def _run_phase(self, run: _Run, phase: str, entities: Sequence[SyncEntity], *, pdfs: bool) -> None:
+        """Run ``phase``'s stream of each entity in order; one transaction records the phase and
+        marks the streams running (they are this run's alone: it holds the company's lease)."""
+        now = self.clock.now()
+        cursors: dict[SyncEntity, SyncCursor] = {}
         with self.store.transaction() as s:
-            rows = {r.entity: r.state for r in s.scalars(select(ErpSyncCursorRow).where(
-                ErpSyncCursorRow.company_id == run.company_id, ErpSyncCursorRow.stream == phase))}
-            todo = [e for e in entities if e.value in rows and rows[e.value] != "unsupported"
-                    and (phase == PHASE_DELTA or rows[e.value] != "done")]
+            rows = {r.entity: r for r in s.scalars(select(ErpSyncCursorRow).where(
+                ErpSyncCursorRow.company_id == run.company_id, ErpSyncCursorRow.stream == phase).with_for_update())}
+            todo = [e for e in entities if e.value in rows and rows[e.value].state != "unsupported"
+                    and (phase == PHASE_DELTA or rows[e.value].state != "done")]
             if not todo:
                 return
-            conn = self._fence(s, run, self.clock.now())
+            conn = self._fence(s, run, now)
             if phase in INITIAL_PHASES:
                 conn.status = PENDING
                 conn.status_reason = ("Initial sync: the last 12 months." if phase == PHASE_RECENT
                                       else "Initial sync: all history before the last 12 months.")
             conn.phase = phase
             status = conn.status
+            for entity in todo:
+                row = rows[entity.value]
+                row.state = "running"
+                if phase == PHASE_DELTA or row.started_at is None:
+                    row.started_at = now
+                row.updated_at = now
+                cursors[entity] = SyncCursor(since=row.since, until=row.until, page_token=row.page_token)
         run.report.phase, run.report.status = phase, status
         self._emit(run, ProgressEvent(run.company_id, "phase", phase, status=status))
         for entity in todo:
-            self._run_stream(run, entity, phase)
+            self._run_stream(run, entity, phase, cursors[entity])
         if pdfs:
             self._sync_pdfs(run, phase)
 
     # ---------------------------------------------------------------------------- one stream
-    def _run_stream(self, run: _Run, entity: SyncEntity, stream: str) -> None:
+    def _run_stream(self, run: _Run, entity: SyncEntity, stream: str, cursor: SyncCursor) -> None:
         counter = run.report.counter(stream, entity.value)
-        now = self.clock.now()
-        with self.store.transaction() as s:
-            self._fence(s, run, now)
-            row = s.get(ErpSyncCursorRow, (run.company_id, entity.value, stream), with_for_update=True)
-            if row is None or row.state == "unsupported" or (stream != PHASE_DELTA and row.state == "done"):
-                return
-            row.state = "running"
-            if stream == PHASE_DELTA or row.started_at is None:
-                row.started_at = now
-            row.updated_at = now
-            cursor = SyncCursor(since=row.since, until=row.until, page_token=row.page_token)
         restarted = False
         while True:
             try:

@@ -216,6 +216,16 @@ class WritebackMixin:
             return self._process_or_defer(wid)
         return self.writeback(wid)
 
+    def record_payouts(self: ErpSyncService, company_id: str, psp: str, *, psp_account: str = "default",
+                       since: datetime | None = None, process: bool = True) -> list[WritebackView]:
+        """Record the PSP's paid payouts (created after ``since``) as deposits, once each (by
+        payout id). Pending and in-transit payouts are left for a later run; failed and canceled
+        ones are never written to the ERP."""
+        self._connection_row(company_id)
+        client = self.plugins.psp(psp)
+        payouts = client.list_payouts(self.plugins.account(psp, psp_account), since)
+        return [self.record_deposit(company_id, p, process=process) for p in payouts if p.status == "paid"]
+
     def _process_or_defer(self: ErpSyncService, writeback_id: int) -> WritebackView:
         try:
             return self.process_writeback(writeback_id)

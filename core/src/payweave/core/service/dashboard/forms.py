@@ -15,7 +15,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from payweave.core.engine import PaymentEngine
-from payweave.core.engine.setup import OPTION_FIELDS, SETTING_TITLES, CaptureTiming, PaymentMethodSetup, RefundTiming, validate_setup
+from payweave.core.engine.setup import (
+    OPTION_FIELDS,
+    SETTING_TITLES,
+    CaptureTiming,
+    PaymentMethodSetup,
+    RefundTiming,
+    validate_setup,
+)
 from payweave.hooks.capabilities import Feature, PspCapabilities
 from payweave.hooks.errors import PayweaveError
 from payweave.hooks.models import PluginKind

@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -232,7 +232,7 @@ async def _run(request: Request, handler: Callable[[Page], Response], *, as_json
         user = authenticate(context, request)
         if request.method == "POST":
             submitted = form.get(CSRF_FIELD) if form is not None else None
-            check_csrf(request, user, submitted if isinstance(submitted, str) else None)
+            check_csrf(context, request, user, submitted if isinstance(submitted, str) else None)
         return handler(Page(request, context, user, form))
 
     try:
@@ -385,12 +385,15 @@ async def connect(request: Request) -> Response:
         if plugin is None:
             return page.redirect("/ui/integrations", ("error", problem or "No ERP plugin is loaded."))
         chosen = page.field("erp_company") or None
+        started = page.engine.clock.now()
         try:
+            # records the connection (Pending) and queues the initial sync for the job worker
             view = page.sync.connect(plugin=plugin, erp_company_id=chosen, company_id=page.company_id,
                                      run_initial=False)
         except PayweaveError as exc:
             return page.redirect("/ui/integrations", ("error", exc.message))
-        job_id = _queue_sync(page)
+        queued = views.sync_job_since(page.engine, page.company_id, started)
+        job_id = queued.id if queued is not None else _queue_sync(page)
         name = view.erp_company_name or view.erp_company_id
         return page.redirect("/ui/integrations", (
             "ok", f"Connecting {name}: the initial sync (last 12 months, then all history) is queued as job #{job_id}."))

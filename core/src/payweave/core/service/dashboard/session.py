@@ -152,7 +152,7 @@ def set_login_cookie(response: Response, request: Request, cookie_value: str) ->
 
 
 def check_login_token(context: ServiceContext, request: Request, submitted: str | None) -> None:
-    check_origin(request)
+    check_origin(context, request)
     payload = unsign(context, "login", request.cookies.get(LOGIN_COOKIE))
     if payload is None or not submitted or int(payload.get("e", 0)) < time.time():
         raise CsrfError("The login form expired or was not sent by this site; reload the page and log in again.")
@@ -211,26 +211,31 @@ def authenticate(context: ServiceContext, request: Request) -> DashboardUser:
     return DashboardUser(principal=principal, csrf_token=csrf, via="session", expires_at=expires)
 
 
-def check_origin(request: Request) -> None:
-    """Refuse a POST whose ``Origin`` (or, without one, ``Referer``) names another site."""
+def _origin_of(url: str) -> str:
+    parts = url.split("/", 3)
+    return "/".join(parts[:3]) if len(parts) >= 3 else url
+
+
+def check_origin(context: ServiceContext, request: Request) -> None:
+    """Refuse a POST whose ``Origin`` (or, without one, ``Referer``) names another site than
+    this one (as the request reached it, or the configured public base URL behind a proxy)."""
     origin = request.headers.get("origin")
     if origin is None:
         referer = request.headers.get("referer")
-        if referer:
-            parts = referer.split("/", 3)
-            origin = "/".join(parts[:3]) if len(parts) >= 3 else referer
+        origin = _origin_of(referer) if referer else None
     if origin is None:  # a same-origin form post from an old browser; the tokens still apply
         return
-    own = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
-    if origin != own:
+    allowed = {f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}",
+               _origin_of(context.settings.service.public_base_url.rstrip("/"))}
+    if origin not in allowed:
         raise CsrfError("This request came from another site and was refused.")
 
 
-def check_csrf(request: Request, user: DashboardUser, submitted: str | None) -> None:
+def check_csrf(context: ServiceContext, request: Request, user: DashboardUser, submitted: str | None) -> None:
     """A POST made with the session cookie must carry the session's CSRF token."""
     if user.via != "session":
         return
-    check_origin(request)
+    check_origin(context, request)
     token = submitted or request.headers.get(CSRF_HEADER)
     if not token or user.csrf_token is None or not hmac.compare_digest(token, user.csrf_token):
         raise CsrfError("The form is missing its security token or it is out of date; reload the page and try again.")

@@ -14,7 +14,8 @@ from payweave.core.engine import PaymentEngine, TransactionView, TxStatus
 from payweave.core.jobs.queue import JobKind, JobStatus, JobView
 from payweave.core.store import JobRow, TransactionRow
 from payweave.core.sync import ConnectionNotFound, ConnectionView, ErpSyncService, SyncStatus
-from payweave.core.sync.jobs import ACTION_SYNC, KIND as ERP_JOB_KIND
+from payweave.core.sync.jobs import ACTION_SYNC
+from payweave.core.sync.jobs import KIND as ERP_JOB_KIND
 from payweave.hooks.errors import NotSupported, PayweaveError
 from payweave.hooks.models import DocumentType, ErpCompany, LedgerAccount, PluginKind
 
@@ -134,6 +135,12 @@ def _sync_jobs(engine: PaymentEngine, company_id: str, *statuses: JobStatus) -> 
     with engine.store.transaction() as s:
         jobs = [JobView.of(row) for row in s.scalars(query)]
     return [j for j in jobs if (j.payload or {}).get("action", ACTION_SYNC) == ACTION_SYNC]
+
+
+def sync_job_since(engine: PaymentEngine, company_id: str, since: datetime) -> JobView | None:
+    """The newest ERP sync job of the company created at or after ``since`` (in any state)."""
+    jobs = [j for j in _sync_jobs(engine, company_id, *JobStatus) if j.created_at >= since]
+    return max(jobs, key=lambda j: j.id, default=None)
 
 
 def integration(engine: PaymentEngine, sync: ErpSyncService, company_id: str, *, with_companies: bool) -> Integration:
@@ -298,5 +305,6 @@ __all__ = [
     "job_subject",
     "jobs",
     "parse_filter",
+    "sync_job_since",
     "transactions",
 ]

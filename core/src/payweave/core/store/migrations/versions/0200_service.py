@@ -32,15 +32,6 @@ def upgrade() -> None:
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.create_index('ix_api_keys_company', ['company_id'], unique=False)
 
-    op.create_table('company_setups',
-    sa.Column('company_id', sa.String(length=64), nullable=False),
-    sa.Column('payments_account_id', sa.String(length=100), nullable=True),
-    sa.Column('bank_account_id', sa.String(length=100), nullable=True),
-    sa.Column('fee_account_id', sa.String(length=100), nullable=True),
-    sa.Column('updated_at', payweave.core.store.models.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('updated_by', sa.String(length=200), nullable=False),
-    sa.PrimaryKeyConstraint('company_id', name=op.f('pk_company_setups'))
-    )
     op.create_table('idempotent_requests',
     sa.Column('company_id', sa.String(length=64), nullable=False),
     sa.Column('key', sa.String(length=255), nullable=False),
@@ -175,7 +166,6 @@ def downgrade() -> None:
 
     op.drop_table('mandates')
     op.drop_table('idempotent_requests')
-    op.drop_table('company_setups')
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.drop_index('ix_api_keys_company')
 
