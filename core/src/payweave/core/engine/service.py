@@ -58,7 +58,7 @@ from payweave.core.errors import (
     restore_error,
 )
 from payweave.core.jobs.clock import SYSTEM_CLOCK, Clock
-from payweave.core.jobs.queue import JobKind, JobQueue
+from payweave.core.jobs.queue import JobKind, JobQueue, JobStatus
 from payweave.core.logging import get_logger
 from payweave.core.plugins import PluginBug, PluginManager
 from payweave.core.settings import PayweaveSettings
@@ -1217,9 +1217,24 @@ class PaymentEngine:
                 if not exc.retryable:
                     self._undo_posting(document, tx_id, invoiced_before, created, safety_id, exc, sub)
                 raise
+            self._settle_outbox_job(document.company_id, safety_id, "the capture on posting succeeded in-line")
             actions.append(EventAction(action="captured", transaction_id=tx_id, amount=from_minor_units(amount_minor, cur),
                                        message=f"status {view.status.value}"))
         return tx_id
+
+    def _settle_outbox_job(self, company_id: str, job_id: int | None, why: str) -> None:
+        """The in-line PSP call that an outbox job stood in for succeeded: mark the job done, so
+        no pending capture or refund is shown (or run) for a payment that already happened. If
+        this process dies before this point the job stays pending and finds nothing to do."""
+        if job_id is None:
+            return
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            job = s.get(JobRow, job_id)
+            if job is not None and job.company_id == company_id and job.status == JobStatus.PENDING.value:
+                job.status, job.finished_at, job.updated_at = JobStatus.DONE.value, now, now
+                job.last_error = None
+                job.result = {"outcome": why}
 
     def _undo_posting(
         self,
@@ -1407,6 +1422,7 @@ class PaymentEngine:
                 self._undo_posting(document, tx_id, None, [(document.document_type.value, document.document_id)]
                                    if created else [], safety_id, exc, _Ctx(ctx.actor, Trigger.POSTING))
             raise
+        self._settle_outbox_job(document.company_id, safety_id, f"the {kind.value} on posting succeeded in-line")
         actions.append(EventAction(action=f"{kind.value}ed", transaction_id=tx_id,
                                    amount=amount, message=f"status {view.status.value}" + (f"; credit because {why}" if why else "")))
         return tx_id
