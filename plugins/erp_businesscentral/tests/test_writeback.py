@@ -176,3 +176,20 @@ def test_deposit_refuses_to_post_around_an_unfinished_foreign_entry(env):
         connector.record_deposit(deposit_request(env))
     assert "OTHER-1" in info.value.message
     assert gl_by_account(env, "PW-DEP-1") == {}
+
+
+def test_payment_sign_is_one_setting_and_a_wrong_sign_is_refused_by_bc(env):
+    """The sign convention (unconfirmed in the reference) is the setting payment_amount_sign; BC
+    (here the sandbox, which expects the default) refuses the other sign with its own message."""
+    from payweave.hooks.errors import PayweaveError
+    from payweave.plugins.erp_businesscentral.settings import BusinessCentralSettings
+
+    assert BusinessCentralSettings.model_fields["payment_amount_sign"].default == CUSTOMER_PAYMENT_AMOUNT_SIGN
+    connector = env.connector()
+    connector.settings = connector.settings.model_copy(update={"payment_amount_sign": -CUSTOMER_PAYMENT_AMOUNT_SIGN})
+    inv = open_invoice(env)
+    before = inv.remaining
+    with pytest.raises(PayweaveError) as excinfo:
+        connector.record_payment(payment_request(env, inv, doc_no="PW-SIGN-1"))
+    assert "must be negative" in excinfo.value.message or "must be positive" in excinfo.value.message
+    assert inv.remaining == before and posted_payments(env, "PW-SIGN-1") == []

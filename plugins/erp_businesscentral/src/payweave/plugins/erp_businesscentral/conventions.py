@@ -17,7 +17,9 @@ from typing import Final, Literal
 #: ``1500``, but a BC cash-receipt journal enters a customer payment as a *credit* (negative), and
 #: BC's journal check refuses a positive Payment on a customer ("Amount must be negative ...").
 #: We send ``-1 * amount``. The sandbox accepts only this sign on payment lines (and refuses the
-#: other with BC's "must be negative/positive" message), so flipping it here flips both sides.
+#: other with BC's "must be negative/positive" message). This is the default of the one setting
+#: ``BusinessCentralSettings.payment_amount_sign`` (``PAYWEAVE_BC_PAYMENT_AMOUNT_SIGN``); the
+#: sandbox's ``SandboxState.payment_sign`` follows it, so flipping the default flips both sides.
 CUSTOMER_PAYMENT_AMOUNT_SIGN: Final[Literal[-1, 1]] = -1
 
 #: Reference §4: posting a customer-payment batch through ``journals({id})/Microsoft.NAV.post``

@@ -7,8 +7,12 @@ The token and API URLs are settings so the bundled sandbox can stand in for Entr
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .conventions import CUSTOMER_PAYMENT_AMOUNT_SIGN
 
 DEFAULT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
 DEFAULT_API_BASE_URL = "https://api.businesscentral.dynamics.com"
@@ -43,6 +47,11 @@ class BusinessCentralSettings(BaseSettings):
     token_refresh_margin_seconds: float = Field(300.0, ge=0, description="Refresh the token this long before expiry.")
 
     # write-back
+    payment_amount_sign: Literal[-1, 1] = Field(
+        CUSTOMER_PAYMENT_AMOUNT_SIGN,
+        description="Sign of customer payment amounts on journal lines (-1: a credit, as BC's cash receipts; "
+        "unconfirmed in the reference, so it is this one setting: PAYWEAVE_BC_PAYMENT_AMOUNT_SIGN).",
+    )
     payments_journal_code: str = Field("PAYWEAVE", max_length=10, description="Customer payment journal batch.")
     deposits_journal_code: str = Field("PAYWEAVE", max_length=10, description="General journal batch for deposits.")
     shipping_item_numbers: tuple[str, ...] = Field((), description="Item numbers that are shipping costs.")

@@ -30,7 +30,7 @@ from payweave.hooks.errors import InvalidRequest
 from payweave.hooks.models import ErpRecordResult, RecordDepositRequest, RecordPaymentRequest
 
 from .client import BLANK_GUID, BCCompany, odata_string
-from .conventions import CUSTOMER_PAYMENT_AMOUNT_SIGN, CUSTOMER_PAYMENT_BATCH_POST_SET
+from .conventions import CUSTOMER_PAYMENT_BATCH_POST_SET
 from .errors import BCError, BCNotFound, BCRequestError, BCUnavailable
 from .settings import BusinessCentralSettings
 
@@ -113,7 +113,7 @@ def record_payment(company: BCCompany, request: RecordPaymentRequest, settings: 
     amount = request.amount.amount
     if amount <= 0:
         raise InvalidRequest("A payment to record must be positive.", details={"amount": str(amount)})
-    bc_amount = CUSTOMER_PAYMENT_AMOUNT_SIGN * amount
+    bc_amount = settings.payment_amount_sign * amount
     invoice_id = request.invoice_id.lower()
 
     def done(found_before_writing: bool) -> ErpRecordResult | None:
