@@ -49,7 +49,8 @@ from payweave.hooks.models import EventType, PspEvent, WebhookRequest
 from payweave.hooks.money import Money, from_minor_units
 
 from .service import UNFINISHED, OpStatus, PaymentEngine
-from .statemachine import Ledger, OpKind, Phase, TxStatus, derive_status, phase_of
+from .statemachine import Ledger, OpKind, Phase, TxStatus, ledger_of, phase_of
+from .statemachine import store_ledger as _store_ledger
 
 
 class UnknownPspAccount(CoreError):
@@ -126,28 +127,9 @@ class _Inconsistent(Exception):
     """An event whose figures cannot belong to the transaction (kept, not applied)."""
 
 
-def ledger_of(tx: TransactionRow) -> Ledger:
-    return Ledger(
-        tx.currency,
-        authorized=tx.authorized_minor,
-        captured=tx.captured_minor,
-        voided=tx.voided_minor,
-        expired=tx.expired_minor,
-        refunded=tx.refunded_minor,
-        credited=tx.credited_minor,
-    )
-
-
 def store_ledger(tx: TransactionRow, ledger: Ledger, phase: Phase, now: datetime) -> None:
     """Write ``ledger`` to the row and derive its status (the engine's invariants checked)."""
-    ledger.check()
-    tx.authorized_minor = ledger.authorized
-    tx.captured_minor = ledger.captured
-    tx.voided_minor = ledger.voided
-    tx.expired_minor = ledger.expired
-    tx.refunded_minor = ledger.refunded
-    tx.credited_minor = ledger.credited
-    tx.status = derive_status(phase, ledger).value
+    _store_ledger(tx, ledger, phase)
     tx.updated_at = now
 
 
@@ -751,7 +733,40 @@ class PspEvents:
                     tx = s.get(TransactionRow, tx_id)
                     if tx is not None:
                         done += self._reapply_deferred(s, tx)
+        if company_id is None and transaction_id is None:
+            done += self.apply_unmatched()
         return done
+
+    def apply_unmatched(self, limit: int = 500) -> int:
+        """Apply events stored ``unmatched`` whose reference a transaction has by now.
+
+        A webhook that overtakes the synchronous answer of the authorization (or arrives while
+        that answer was lost and is being replayed) finds no transaction with its reference and
+        is stored unmatched; the engine records the reference afterwards. Without this sweep such
+        an event (a refund made in the PSP's dashboard in that window, say) would never reach
+        the payment's books."""
+        with self.store.transaction() as s:
+            refs = sorted({
+                (r.psp, r.psp_account, r.psp_reference)
+                for r in s.scalars(select(PspEventRow).where(
+                    PspEventRow.status == EventStatus.UNMATCHED, PspEventRow.psp_reference.is_not(None)).limit(limit))
+            })
+        applied = 0
+        for psp, account, reference in refs:
+            with self.store.transaction() as s:
+                tx = s.scalars(select(TransactionRow).where(
+                    TransactionRow.psp == psp, TransactionRow.psp_account == account,
+                    TransactionRow.psp_reference == reference)).first()
+                if tx is None:
+                    continue
+                company, tx_id = tx.company_id, tx.id
+            with self.locked(company, tx_id):
+                with self.store.transaction() as s:
+                    tx = s.get(TransactionRow, tx_id)
+                    if tx is not None and tx.psp_reference == reference:
+                        self._apply_unmatched(s, tx)
+                        applied += 1
+        return applied
 
     @contextmanager
     def locked(self, company_id: str, tx_id: str) -> Iterator[None]:

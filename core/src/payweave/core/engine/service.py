@@ -105,6 +105,8 @@ from .rules import Direction, describe
 from .setup import CaptureTiming, PaymentMethodSetup, RefundTiming, validate_setup
 from .statemachine import (
     Ledger,
+    ledger_of,
+    store_ledger,
     OpKind,
     Phase,
     TxStatus,
@@ -1893,26 +1895,11 @@ class PaymentEngine:
 
     @staticmethod
     def _ledger(tx: TransactionRow) -> Ledger:
-        return Ledger(
-            tx.currency,
-            authorized=tx.authorized_minor,
-            captured=tx.captured_minor,
-            voided=tx.voided_minor,
-            expired=tx.expired_minor,
-            refunded=tx.refunded_minor,
-            credited=tx.credited_minor,
-        )
+        return ledger_of(tx)
 
     @staticmethod
     def _set_ledger(tx: TransactionRow, ledger: Ledger, phase: Phase) -> None:
-        ledger.check()
-        tx.authorized_minor = ledger.authorized
-        tx.captured_minor = ledger.captured
-        tx.voided_minor = ledger.voided
-        tx.expired_minor = ledger.expired
-        tx.refunded_minor = ledger.refunded
-        tx.credited_minor = ledger.credited
-        tx.status = derive_status(phase, ledger).value
+        store_ledger(tx, ledger, phase)
 
     @staticmethod
     def _tx_cart(tx: TransactionRow) -> Cart | None:

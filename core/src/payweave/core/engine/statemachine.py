@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from payweave.core.errors import AmountNotAvailable, IllegalTransition
 from payweave.hooks.capabilities import Feature, PspCapabilities
@@ -242,3 +243,20 @@ def check_cart_update(status: TxStatus, ledger: Ledger) -> None:
             f"The cart can no longer change: the payment is {_what(status)}.",
             details={"status": status.value, "operation": "cart_update"},
         )
+
+
+_LEDGER_FIELDS = ("authorized", "captured", "voided", "expired", "refunded", "credited")
+
+
+def ledger_of(row: Any) -> Ledger:
+    """The ledger of a transaction row (its ``*_minor`` columns): the one reader of them."""
+    return Ledger(row.currency, **{name: getattr(row, f"{name}_minor") for name in _LEDGER_FIELDS})
+
+
+def store_ledger(row: Any, ledger: Ledger, phase: Phase) -> None:
+    """Write ``ledger`` to a transaction row and derive its status (invariants checked): the one
+    writer of the ``*_minor`` columns."""
+    ledger.check()
+    for name in _LEDGER_FIELDS:
+        setattr(row, f"{name}_minor", getattr(ledger, name))
+    row.status = derive_status(phase, ledger).value
