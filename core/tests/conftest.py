@@ -11,23 +11,24 @@
 """
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.schema import CreateSchema, DropSchema
 
 from payweave.core.engine import PaymentEngine
 from payweave.core.jobs.clock import ManualClock
 from payweave.core.plugins import PluginManager
 from payweave.core.settings import JobSettings, PayweaveSettings
 from payweave.core.store import Store
+from payweave.core.testing.stores import (  # noqa: F401  (SKIP_PG/POSTGRES_ENV: imported by tests)
+    POSTGRES_ENV,
+    SKIP_PG,
+    migrated_sqlite_template,
+    postgres_schema_url,
+    sqlite_store_from,
+)
 from payweave.plugins.psp_mock import ledger_for, reset_ledgers
 
 #: psp_mock accounts, one per capability profile ("several PSPs"); account name = profile name.
@@ -42,10 +43,6 @@ PROFILES = (
     "credit_only",
     "single_capture",
 )
-
-POSTGRES_ENV = "PAYWEAVE_TEST_POSTGRES_URL"
-SKIP_PG = f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/payweave_test); it is not set"
-
 
 def engine_settings(database_url: str = "sqlite:///unused.db", **jobs: object) -> PayweaveSettings:
     accounts = {"psp_mock": {name: {"profile": name} for name in PROFILES}}
@@ -63,31 +60,14 @@ def engine_settings(database_url: str = "sqlite:///unused.db", **jobs: object) -
 # ------------------------------------------------------------------------------------------- stores
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "payweave.db"
-    Store(f"sqlite:///{path}").dispose()
-    return path
+    return migrated_sqlite_template(tmp_path_factory.mktemp("template"))
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str | None]:
     """A migrated schema of its own on the server named by PAYWEAVE_TEST_POSTGRES_URL."""
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        yield None
-        return
-    schema = f"pw_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(CreateSchema(schema))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    url_text = url.render_as_string(hide_password=False)
-    Store(url_text).dispose()
-    try:
-        yield url_text
-    finally:
-        with admin.begin() as conn:
-            conn.execute(DropSchema(schema, cascade=True))
-        admin.dispose()
+    with postgres_schema_url("pw_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -101,9 +81,7 @@ def postgres_store(postgres_url: str | None) -> Iterator[Store | None]:
 
 
 def _sqlite_store(tmp_path: Path, template: Path) -> Store:
-    path = tmp_path / "payweave.db"
-    shutil.copyfile(template, path)
-    return Store(f"sqlite:///{path}")
+    return sqlite_store_from(template, tmp_path)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

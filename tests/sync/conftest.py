@@ -8,10 +8,6 @@ thing on both sides.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,23 +16,25 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.schema import CreateSchema, DropSchema
 
 from payweave.core.plugins import PluginManager
 from payweave.core.settings import PayweaveSettings
 from payweave.core.store import Store
 from payweave.core.sync import ErpSyncService, SyncSettings
 from payweave.core.testing.loopback import LoopbackServer
+from payweave.core.testing.stores import (  # noqa: F401  (POSTGRES_ENV: imported by tests)
+    POSTGRES_ENV,
+    SKIP_PG,
+    migrated_sqlite_template,
+    postgres_schema_url,
+    sqlite_store_from,
+)
 from payweave.plugins.erp_businesscentral import bcjson
 from payweave.plugins.erp_businesscentral import plugin as bc_plugin
 from payweave.plugins.erp_businesscentral.sandbox import SandboxClock, SandboxState, create_app, seed
 from payweave.plugins.erp_businesscentral.sandbox.model import Company, SalesDoc
 from payweave.plugins.erp_businesscentral.sandbox.resources import remaining_amount, standard_status
 
-POSTGRES_ENV = "PAYWEAVE_TEST_POSTGRES_URL"
-SKIP_PG = f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/payweave_test); it is not set"
 START = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 PLUGIN = "erp_businesscentral"
 
@@ -44,36 +42,24 @@ PLUGIN = "erp_businesscentral"
 # ------------------------------------------------------------------------------------------- stores
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("sync-template") / "payweave.db"
-    Store(f"sqlite:///{path}").dispose()
-    return path
+    return migrated_sqlite_template(tmp_path_factory.mktemp("sync-template"))
 
 
 @pytest.fixture(scope="session")
 def postgres_store() -> Iterator[Store | None]:
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        yield None
-        return
-    schema = f"pw_sync_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(CreateSchema(schema))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-    store = Store(url)
-    try:
-        yield store
-    finally:
-        store.dispose()
-        with admin.begin() as conn:
-            conn.execute(DropSchema(schema, cascade=True))
-        admin.dispose()
+    with postgres_schema_url("pw_sync") as url:
+        if url is None:
+            yield None
+            return
+        store = Store(url)
+        try:
+            yield store
+        finally:
+            store.dispose()
 
 
 def _sqlite(tmp_path: Path, template: Path) -> Store:
-    path = tmp_path / "payweave.db"
-    shutil.copyfile(template, path)
-    return Store(f"sqlite:///{path}")
+    return sqlite_store_from(template, tmp_path)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -98,21 +84,7 @@ def sqlite_store(tmp_path: Path, sqlite_template: Path) -> Iterator[Store]:
 
 
 # ------------------------------------------------------------------------------------------- sandbox
-class Loopback(LoopbackServer):
-    """LoopbackServer with an IPPROTO_TCP socket, so asyncio sets TCP_NODELAY on accepted
-    connections (else every keep-alive request waits for a delayed ACK); what is tested is
-    unchanged. Same workaround as plugins/erp_businesscentral/tests/conftest.py."""
-
-    def __init__(self, app: Any, **kw: Any) -> None:
-        super().__init__(app, **kw)
-        old = self._sock
-        if old.proto != socket.IPPROTO_TCP:
-            port = old.getsockname()[1]
-            old.close()
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", port))
-            self._sock = sock
+Loopback = LoopbackServer
 
 
 class SandboxFollowingClock:
