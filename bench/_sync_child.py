@@ -7,8 +7,8 @@
 ``sync`` connects the company (Pending -> initial sync -> Connected) with ErpSyncService;
 ``delta`` runs one delta sync on the same store; ``floor`` downloads the same records with a bare
 httpx loop (token, then every entity set the sync reads, at the same page size, following
-``@odata.nextLink``, parsing each page as JSON and nothing else). The parent reads this
-process's peak RSS from ``os.wait4``; the seconds reported here exclude interpreter start-up and
+``@odata.nextLink``, parsing each page as JSON and nothing else). Each run reports its own peak
+RSS (VmHWM, read just before it exits); the seconds reported exclude interpreter start-up and
 imports (identical on both sides), and include everything from the first request to the last.
 """
 from __future__ import annotations
@@ -98,10 +98,26 @@ def floor(spec: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "records": counts, "requests": requests}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (VmHWM), read last thing before exiting.
+
+    Not ``ru_maxrss`` from the parent's ``wait4``: Linux carries the forking parent's RSS high-water
+    mark over into the child's ``ru_maxrss`` at exec, so a small child would report the (large)
+    benchmark runner's RSS. VmHWM belongs to this process's own address space."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: best effort
+
+
 if __name__ == "__main__":
     mode, raw = sys.argv[1], sys.argv[2]
     from common import quiet_logging
 
     quiet_logging()
     out = {"sync": sync, "delta": delta, "floor": floor}[mode](json.loads(raw))
+    out["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(out, default=str), flush=True)

@@ -4,8 +4,8 @@ with the history size (plot: bench/results/sync_scaling.png).
 
 Processes: the BC sandbox (seeded, under uvicorn on 127.0.0.1) runs in one child process; each
 measured run (``payweave`` initial sync, delta, floor) runs in another (``_sync_child.py``), so
-the process measured shares its GIL with nothing else, and its peak RSS (``os.wait4``
-``ru_maxrss``) is that of the syncing process alone. Requests are counted by the sandbox.
+the process measured shares its GIL with nothing else, and its peak RSS (its own VmHWM) is
+that of the syncing process alone. Requests are counted by the sandbox.
 
 * requests: every API request the sync made (the OAuth token requests are reported apart) vs
   the minimum ``sum over entity sets of ceil(records / page size)`` (the page size is BC's
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -120,20 +119,14 @@ class Sandbox:
 
 
 def child(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one measured child; returns its JSON line plus its peak RSS (MB)."""
+    """Run one measured child; returns its JSON line (with its own peak RSS in MB)."""
     with tempfile.TemporaryFile(mode="w+") as err:
-        proc = subprocess.Popen([sys.executable, str(HERE / "_sync_child.py"), mode, json.dumps(spec)],
-                                stdout=subprocess.PIPE, stderr=err, text=True, cwd=HERE)
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.run([sys.executable, str(HERE / "_sync_child.py"), mode, json.dumps(spec)],
+                              stdout=subprocess.PIPE, stderr=err, text=True, cwd=HERE)
         if proc.returncode != 0:
             err.seek(0)
             raise RuntimeError(f"{mode} child failed ({proc.returncode}):\n{err.read()[-4000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: kilobytes
-    return result
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def minimum_requests(records: dict[str, int], page_size: int) -> int:
