@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 from payweave.core.errors import DocumentBusy
 from payweave.hooks.errors import ConfigurationError
@@ -110,8 +110,13 @@ class Store:
                 )
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(
-                self.url, echo=echo, poolclass=NullPool, connect_args={"timeout": 60, "check_same_thread": False}
+                # A small pool keeps connections open between transactions: with a connection per
+                # transaction, SQLite checkpoints and deletes the WAL each time the last one closes
+                # (most of a capture's latency). Connections are reset (rolled back) on return.
+                self.url, echo=echo, poolclass=QueuePool, pool_size=4, max_overflow=16, pool_recycle=3600,
+                connect_args={"timeout": 60, "check_same_thread": False},
             )
+            os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
             _configure_sqlite(self.engine)
             lock_path = str(Path(database).resolve()) + ".lock"
             with _sqlite_locks_guard:
