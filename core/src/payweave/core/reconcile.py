@@ -1,29 +1,24 @@
-"""Reconciliation between the payment engine and the ERP: what payweave collected is recorded in
-the ERP (DESIGN section 5, "paid in payweave is recorded in BC"; deposits).
+"""Reconciliation of captured payments: what payweave collected on an invoice is recorded in the
+ERP (DESIGN section 5, "paid in payweave is recorded in BC").
 
-* :func:`record_captured_payments`: every captured amount of a transaction whose document was
-  posted as an invoice (a direct sales invoice, or the invoice BC posted from a sales order) is
-  written to the ERP as a customer payment applied to that invoice, through the ERP sync's
-  idempotent write-back (:meth:`~payweave.core.sync.ErpSyncService.record_payment`), once per
-  (transaction, invoice).
-* :func:`record_payouts`: every paid payout the PSP lists is written as a deposit (clearing ->
-  bank, fees to the fee account) through
-  :meth:`~payweave.core.sync.ErpSyncService.record_deposit`, once per payout.
-
-Both only ever add what is missing, so they can run as often as wanted (after a capture, from a
-scheduled job, by hand); the write-back protocol guarantees one ERP entry per payment key or
-payout. An invoice the sync has not stored yet is left for a later run. Refunds are not written:
-the credit memo posted in BC already books them.
+:func:`record_captured_payments` writes every captured amount of a transaction whose document
+was posted as an invoice (a direct sales invoice, or the invoice BC posted from a sales order) to
+the ERP as a customer payment applied to that invoice, through the ERP sync's idempotent
+write-back (:meth:`~payweave.core.sync.ErpSyncService.record_payment`), once per (transaction,
+invoice). It only adds what is missing, so it can run as often as wanted (after a capture, from
+a scheduled job, by hand); the write-back protocol guarantees one ERP entry per payment key. An
+invoice the sync has not stored yet is left for a later run. Refunds are not written: the credit
+memo posted in BC books them. Payouts become deposits through
+:meth:`~payweave.core.sync.ErpSyncService.record_payouts`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select
 
 from payweave.core.engine import PaymentEngine
-from payweave.core.store import DocumentRow, TransactionRow
+from payweave.core.store import DocumentRow, PaymentMethodRow, Store, TransactionRow
 from payweave.core.sync import ErpSyncService, WritebackView
 from payweave.core.sync.models import ErpInvoiceRow
 from payweave.hooks.models import DocumentType, Money
@@ -46,9 +41,9 @@ class _Planned:
     document_number: str
 
 
-def _plan(engine: PaymentEngine, company_id: str, recorded: dict[str, int]) -> list[_Planned]:
+def _plan(store: Store, company_id: str, recorded: dict[str, int]) -> list[_Planned]:
     planned: list[_Planned] = []
-    with engine.store.transaction() as s:
+    with store.transaction() as s:
         txs = s.scalars(select(TransactionRow).where(TransactionRow.company_id == company_id,
                                                      TransactionRow.captured_minor > 0)
                         .order_by(TransactionRow.created_at, TransactionRow.id)).all()
@@ -79,14 +74,14 @@ def _plan(engine: PaymentEngine, company_id: str, recorded: dict[str, int]) -> l
     return planned
 
 
-def record_captured_payments(engine: PaymentEngine, sync: ErpSyncService, company_id: str) -> list[WritebackView]:
+def record_captured_payments(engine: PaymentEngine | None, sync: ErpSyncService, company_id: str) -> list[WritebackView]:
     """Write every captured payment of a posted invoice of ``company_id`` to the ERP that is not
     written yet; returns the write-backs made by this call (posted, or pending when the ERP was
     unavailable: a job or the next call retries them)."""
     recorded = {w.source_key: to_minor_units(w.amount, w.currency) for w in sync.writebacks(company_id)
                 if w.kind == "payment"}
     done: list[WritebackView] = []
-    for item in _plan(engine, company_id, recorded):
+    for item in _plan(sync.store, company_id, recorded):
         done.append(sync.record_payment(
             company_id, payment_key=payment_key(item.transaction_id, item.invoice_id), invoice_id=item.invoice_id,
             amount=item.amount, external_reference=item.psp_reference[:35],
@@ -95,12 +90,36 @@ def record_captured_payments(engine: PaymentEngine, sync: ErpSyncService, compan
     return done
 
 
-def record_payouts(engine: PaymentEngine, sync: ErpSyncService, company_id: str, psp: str, account: str = "default",
-                   *, since: datetime | None = None) -> list[WritebackView]:
-    """Write every paid payout of the PSP account (created after ``since``) to the ERP as a
-    deposit of ``company_id``; payouts recorded before are returned unchanged (once per payout)."""
-    payouts = engine.plugins.psp(psp).list_payouts(engine.account(psp, account), since)
-    return [sync.record_deposit(company_id, payout) for payout in payouts if payout.status == "paid"]
+def payout_accounts(store: Store, company_id: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The PSP accounts whose payouts belong to ``company_id``: those its payment methods use and
+    no other company's do. Returns (theirs, shared); a shared account's payouts cannot be told
+    apart per company, so they are not recorded automatically (the log says so)."""
+    with store.transaction() as s:
+        rows = s.execute(select(PaymentMethodRow.company_id, PaymentMethodRow.psp, PaymentMethodRow.psp_account)).all()
+    mine = sorted({(psp, account) for company, psp, account in rows if company == company_id})
+    others = {(psp, account) for company, psp, account in rows if company != company_id}
+    return [a for a in mine if a not in others], [a for a in mine if a in others]
 
 
-__all__ = ["payment_key", "record_captured_payments", "record_payouts"]
+def reconcile_company(sync: ErpSyncService, company_id: str) -> dict[str, object]:
+    """Record in the ERP what payweave collected and is not recorded yet: captured payments on
+    posted invoices, and paid payouts (since the company connected) of the PSP accounts its
+    payment methods use. Runs after every sync of a connected company with an account setup (the
+    ``erp_sync`` job), so a payment reaches BC within the polling interval at the latest."""
+    connection = sync.connection(company_id)
+    if connection.status != "connected" or sync.account_setup(company_id) is None:
+        return {"skipped": "not connected or no account setup yet"}
+    payments = record_captured_payments(None, sync, company_id)
+    theirs, shared = payout_accounts(sync.store, company_id)
+    deposits: list[WritebackView] = []
+    for psp, account in theirs:
+        if "psp_list_payouts" not in sync.plugins.get(psp).hooks:
+            continue
+        deposits += sync.record_payouts(company_id, psp, psp_account=account, since=connection.connected_at)
+    if shared:
+        sync.log.warning("erp.reconcile.shared_psp_accounts", accounts=[f"{p}:{a}" for p, a in shared])
+    return {"payments": [w.document_number for w in payments], "deposits": [w.document_number for w in deposits],
+            "shared_psp_accounts": [f"{p}:{a}" for p, a in shared]}
+
+
+__all__ = ["payment_key", "payout_accounts", "reconcile_company", "record_captured_payments"]

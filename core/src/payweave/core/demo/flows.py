@@ -26,7 +26,7 @@ from rich.table import Column
 from sqlalchemy import select
 
 from payweave.core.cli.sync_cmd import ProgressBars
-from payweave.core.reconcile import record_captured_payments, record_payouts
+from payweave.core.reconcile import record_captured_payments
 from payweave.core.service.apikeys import ApiKeys
 from payweave.core.store import HistoryRow, JobRow
 from payweave.core.sync import InvoiceNotFound, WritebackView
@@ -163,8 +163,16 @@ class DemoFlows:
     def write_back(self, invoice_id: str, number: str) -> WritebackView:
         """Reconciliation: the captured payment becomes a posted customer payment in BC."""
         self.synced_invoice(invoice_id, number)
-        done = record_captured_payments(self.stack.engine, self.stack.sync, COMPANY)
-        mine = [w for w in done if w.invoice_id == invoice_id]
+
+        def written() -> list[WritebackView] | None:
+            # the erp_sync job that brought the invoice in records the payment (reconciliation);
+            # asking again here is harmless (idempotent) and covers a job that has not run yet
+            record_captured_payments(self.stack.engine, self.stack.sync, COMPANY)
+            found = [w for w in self.stack.sync.writebacks(COMPANY)
+                     if w.kind == "payment" and w.invoice_id == invoice_id and w.status == "posted"]
+            return found or None
+
+        mine = wait_for(f"the payment on invoice {number} to be recorded in BC", written)
         expect(len(mine) == 1, f"expected one payment write-back for invoice {number}, got {len(mine)}")
         wb = mine[0]
         expect(wb.status == "posted", f"write-back {wb.document_number} is {wb.status}: {wb.last_error}")
@@ -219,18 +227,20 @@ class DemoFlows:
     def set_up(self) -> None:
         stack, out = self.stack, self.out
         out.section(2, "Set up accounts, payment methods and the BC extension's API key")
-        accounts = {(a.kind, a.number): a for a in stack.sync.ledger_accounts(COMPANY)}
-        setup = stack.sync.set_account_setup(COMPANY, payments_account="10900", bank_account="CHECKING",
-                                             fee_account="60800", actor="demo")
-        out.say("payweave", f"{len(accounts)} accounts read from BC; payments are recorded against "
-                f"{setup.payments_account.number} {setup.payments_account.name}, payouts go to bank account "
-                f"{setup.bank_account.number}, fees to {setup.fee_account.number} {setup.fee_account.name}")
         settings = stack.settings
         created = ApiKeys(stack.engine.store, settings.api_key_pepper.get_secret_value(), clock=stack.clock).create(
             COMPANY, name="BC extension (demo)")
         api = stack.open_api(created.secret)
         me = self.call("GET", "/v1/me", 200)
-        out.say("payweave", f"API key {created.key.id} for the BC extension (company {me['company_id']}), shown once")
+        out.say("payweave", f"creates an API key for the BC extension: company {me['company_id']}, key id {created.key.id} "
+                "(the secret is shown once and stored hashed)")
+        choices = self.call("GET", "/v1/account-setup/choices", 200)
+        setup = self.call("PUT", "/v1/account-setup", 200,
+                          {"payments_account": "10900", "bank_account": "CHECKING", "fee_account": "60800"})
+        pay, bank, fee = setup["payments_account"], setup["bank_account"], setup["fee_account"]
+        out.say("ext", f"GET /v1/account-setup/choices: {len(choices)} accounts in BC; PUT /v1/account-setup: payments "
+                f"recorded against {pay['number']} {pay['name']}, payouts to bank account {bank['number']}, fees to "
+                f"{fee['number']} {fee['name']}")
         for code, body, what in PAYMENT_METHODS:
             response = api.put(f"/v1/payment-methods/{code}", json=body)
             if response.status_code != 200:
@@ -265,8 +275,8 @@ class DemoFlows:
         tx_id = tx["id"]
         expect(tx["status"] == "reserved" and _dec(tx["amounts"]["authorized"]) == total,
                f"the order's authorization is {tx['status']} over {tx['amounts']['authorized']}")
-        out.say("ext", f"POST /v1/authorizations -> transaction {tx_id} reserved {fmt(total, 'USD')} at psp_mock "
-                f"({tx['psp_reference']})")
+        out.say("ext", f"on release: POST /v1/authorizations (card on file) -> transaction {tx_id} reserved "
+                f"{fmt(total, 'USD')} at psp_mock ({tx['psp_reference']})")
 
         line = next(ln for ln in order["lines"] if ln["number"] == a["number"])
         stack.bc_user.act(order["id"], "partialCancel", {"lines": [{"lineId": line["id"], "quantity": 1}]})
@@ -441,7 +451,7 @@ class DemoFlows:
         found = self.call("GET", f"/v1/transactions?document_number={order['number']}", 200)
         expect(found == [], f"a refused document has transactions: {found}")
         self.records.append(FlowRecord("refused document", f"order {order['number']}", "(no PSP call)", "-",
-                                       "refused", problem["code"], "nothing"))
+                                       "refused", "no payment", "nothing"))
 
     def payout(self) -> None:
         stack, out = self.stack, self.out
@@ -453,7 +463,7 @@ class DemoFlows:
         expect(len(payouts) == 1, f"the PSP made {len(payouts)} payouts")
         out.say("psp", f"pays out {payouts[0]['id']}: {fmt(Decimal(payouts[0]['amount']) / 100, 'USD')} to the "
                 "merchant's bank account (signed payout.paid webhook to payweave)")
-        deposits = record_payouts(stack.engine, stack.sync, COMPANY, STRIPE)
+        deposits = stack.sync.record_payouts(COMPANY, STRIPE)
         expect(len(deposits) == 1 and deposits[0].status == "posted",
                f"deposits: {[(d.document_number, d.status, d.last_error) for d in deposits]}")
         wb = deposits[0]
@@ -539,11 +549,17 @@ class DemoFlows:
     # ================================================================== closing checks
     def final_checks(self) -> None:
         stack = self.stack
+        again = record_captured_payments(stack.engine, stack.sync, COMPANY)
+        expect(again == [], f"a second reconciliation wrote {len(again)} more payment(s) to BC")
         failed_jobs = stack.engine.jobs.counts().get("failed", 0)
         expect(failed_jobs == 0, f"{failed_jobs} job(s) failed (see `payweave jobs`)")
         stack.stripe.control("/webhooks/flush", {})  # what is still queued goes out now
-        deliveries = wait_for("the PSP's webhooks to be delivered", lambda: (lambda d: d if all(
-            x["state"] in ("delivered", "failed") for x in d) else None)(stack.stripe.deliveries()))
+
+        def settled() -> tuple[list[dict[str, Any]]] | None:
+            found = stack.stripe.deliveries()
+            return (found,) if all(d["state"] in ("delivered", "failed") for d in found) else None
+
+        (deliveries,) = wait_for("the PSP's webhooks to be delivered", settled)
         bad = [d for d in deliveries if d["state"] != "delivered"]
         expect(not bad, f"the PSP could not deliver {len(bad)} webhook(s) to payweave: {bad[:2]}")
         with stack.engine.store.transaction() as s:

@@ -76,6 +76,8 @@ class Narrator:
                                  padding=(0, 2)), highlight=False)
 
     def summary(self, rows: list[FlowRecord]) -> None:
+        """The closing table; on a wide terminal the transaction ids stay whole (what `payweave tx
+        show` takes; they are also printed with each flow)."""
         table = Table(title="What the demo did (amounts in USD)", show_lines=True, title_justify="left")
         for col in ("flow / PSP", "BC documents", "transaction", "status", "amounts", "written to BC"):
             table.add_column(col, overflow="fold")

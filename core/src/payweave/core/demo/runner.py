@@ -54,14 +54,13 @@ def _serve_until_interrupted(out: Narrator, stack: DemoStack) -> None:
     out.print(f"  BC sandbox        {stack.bc_server.url}", markup=False)
     out.print(f"  Stripe sandbox    {stack.stripe_server.url}", markup=False)
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stop.wait(0.5):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_demo(options: DemoOptions, console: Console) -> DemoResult:

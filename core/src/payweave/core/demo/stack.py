@@ -117,7 +117,7 @@ class BcApi:
         from payweave.plugins.erp_businesscentral.client import BCClient
         from payweave.plugins.erp_businesscentral.settings import BusinessCentralSettings
 
-        self.client = BCClient(BusinessCentralSettings(**account_settings, company_id=company_id))
+        self.client = BCClient(BusinessCentralSettings(**{**account_settings, "company_id": company_id}))
         self.company = self.client.company(company_id)
 
     def invoice(self, invoice_id: str) -> dict[str, Any]:
@@ -220,6 +220,7 @@ class DemoStack:
             "tenant_id": self.bc_state.tenant_id, "environment": self.bc_state.environment,
             "client_id": self.bc_client_id, "client_secret": self.bc_secret,
             "token_url": f"{self.bc_server.url}/{{tenant}}/oauth2/v2.0/token", "api_base_url": self.bc_server.url,
+            "company_id": "",  # picked at connect time (a PAYWEAVE_BC_COMPANY_ID of the caller must not leak in)
         }
         self.bc_user = BcUser(self.bc_server.url, self.bc_company_id)
         self._closers.append(self.bc_user.close)

@@ -3,7 +3,8 @@
 One job kind, the ``action`` in the payload says what to do:
 
 * ``sync``: continue the initial sync or run a delta (``entities`` limits it, ``full`` re-reads
-  everything); then schedules the next fallback poll.
+  everything); then schedules the next fallback poll and records in the ERP what payweave
+  collected and the ERP lacks (:func:`payweave.core.reconcile.reconcile_company`).
 * ``writeback``: send one pending write-back (``writeback_id``) to the ERP.
 * ``renew_subscriptions``: renew the ERP webhook subscriptions before they expire; schedules the
   next renewal.
@@ -28,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from payweave.core.errors import UnknownJobKind
+from payweave.hooks.errors import PayweaveError
 from payweave.core.jobs.handlers import JobContext, register_handler
 from payweave.core.jobs.queue import ClaimedJob, JobKind, JobQueue, JobStatus
 from payweave.core.store.models import JobRow
@@ -102,7 +104,17 @@ def handle_erp_job(service: ErpSyncService, job: ClaimedJob) -> dict[str, Any]:
             entities=[SyncEntity(e) for e in entities] if entities is not None else None,
         )
         service.schedule_next_poll(company_id)
-        return report.as_json()
+        result = report.as_json()
+        # then record in the ERP what payweave collected and the ERP lacks (payments, payouts):
+        # the invoices this sync brought in are what captured payments are applied to
+        from payweave.core.reconcile import reconcile_company
+
+        try:
+            result["reconciled"] = reconcile_company(service, company_id)
+        except PayweaveError as exc:  # the sync itself succeeded; the next run retries this part
+            service.log.warning("erp.reconcile.failed", code=exc.code, error=exc.message)
+            result["reconciled"] = {"error": exc.code}
+        return result
     if action == ACTION_WRITEBACK:
         view = service.process_writeback(int(payload["writeback_id"]))
         return {"writeback_id": view.id, "status": view.status, "document_number": view.document_number,
