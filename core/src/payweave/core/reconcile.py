@@ -27,15 +27,18 @@ from payweave.hooks.money import from_minor_units, to_minor_units
 PAYMENT_KEY_PREFIX = "payweave-capture"
 
 
-def payment_key(transaction_id: str, invoice_id: str) -> str:
-    """The write-back key of the payment of ``transaction_id`` applied to ``invoice_id``."""
-    return f"{PAYMENT_KEY_PREFIX}:{transaction_id}:{invoice_id}"
+def payment_key(transaction_id: str, invoice_id: str, n: int = 1) -> str:
+    """The write-back key of the ``n``-th payment of ``transaction_id`` applied to ``invoice_id``
+    (a second one follows a later capture on the same invoice)."""
+    base = f"{PAYMENT_KEY_PREFIX}:{transaction_id}:{invoice_id}"
+    return base if n == 1 else f"{base}:{n}"
 
 
 @dataclass(frozen=True)
 class _Planned:
     transaction_id: str
     invoice_id: str
+    key: str
     amount: Money
     psp_reference: str
     document_number: str
@@ -59,16 +62,19 @@ def _plan(store: Store, company_id: str, recorded: dict[str, int]) -> list[_Plan
                 invoice = s.get(ErpInvoiceRow, (company_id, doc.document_id.lower()))
                 if invoice is None or invoice.origin != "erp" or invoice.currency != tx.currency:
                     continue  # not synced yet (a later run records it), or not an ERP invoice
-                key = payment_key(tx.id, invoice.invoice_id)
-                if key in recorded:
-                    left -= recorded[key]
-                    continue
-                amount = min(left, invoice.total_incl_minor, invoice.open_minor)
+                # what was recorded on this invoice for this payment already (one write-back per
+                # capture that reached it: a later capture adds the next one, never changes one)
+                base = payment_key(tx.id, invoice.invoice_id)
+                mine = [k for k in recorded if k == base or k.startswith(f"{base}:")]
+                already = sum(recorded[k] for k in mine)
+                left -= already
+                amount = min(left, invoice.total_incl_minor - already, invoice.open_minor)
                 if amount <= 0:
-                    continue  # settled in the ERP already (paid there, or credited)
+                    continue  # recorded, or settled in the ERP already (paid there, or credited)
                 left -= amount
                 planned.append(_Planned(
-                    tx.id, invoice.invoice_id, Money(amount=from_minor_units(amount, tx.currency), currency=tx.currency),
+                    tx.id, invoice.invoice_id, payment_key(tx.id, invoice.invoice_id, len(mine) + 1),
+                    Money(amount=from_minor_units(amount, tx.currency), currency=tx.currency),
                     tx.psp_reference or "", invoice.number or doc.number,
                 ))
     return planned
@@ -83,7 +89,7 @@ def record_captured_payments(engine: PaymentEngine | None, sync: ErpSyncService,
     done: list[WritebackView] = []
     for item in _plan(sync.store, company_id, recorded):
         done.append(sync.record_payment(
-            company_id, payment_key=payment_key(item.transaction_id, item.invoice_id), invoice_id=item.invoice_id,
+            company_id, payment_key=item.key, invoice_id=item.invoice_id,
             amount=item.amount, external_reference=item.psp_reference[:35],
             description=f"payweave payment {item.document_number}"[:100],
         ))

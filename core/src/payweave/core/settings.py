@@ -80,6 +80,23 @@ class PayweaveSettings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
 
+    def __repr_args__(self) -> Any:
+        """repr()/str() never show secrets: the accounts' values (plugin settings hold API keys and
+        client secrets as plain strings until the plugin's model wraps them) are left out, and the
+        database URL's password is masked."""
+        for name, value in super().__repr_args__():
+            if name == "accounts":
+                value = {plugin: {account: sorted(fields) for account, fields in accounts.items()}
+                         for plugin, accounts in value.items()}
+            elif name == "database_url":
+                try:
+                    from sqlalchemy.engine import make_url
+
+                    value = make_url(value).render_as_string(hide_password=True)
+                except Exception:  # not a URL: nothing to hide
+                    pass
+            yield name, value
+
     def plugin_allow_list(self) -> list[str] | None:
         if self.plugins is None:
             return None

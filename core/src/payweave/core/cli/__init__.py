@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "payweave.core.cli.serve_cmd",
     "payweave.core.cli.keys_cmd",
     "payweave.core.cli.demo_cmd",
+    "payweave.core.cli.reliability_cmd",
 ]
 
 for _module in COMMAND_MODULES:

@@ -617,14 +617,7 @@ class PaymentEngine:
         # refusal (the PSP declined, BC did not post) a new posting of the document may try again.
         base = _short(f"return:{document.document_type.value}:{document.document_id}")
         with self.store.transaction() as s:
-            earlier = s.scalars(
-                select(OperationRow)
-                .where(
-                    OperationRow.company_id == document.company_id,
-                    (OperationRow.request_id == base) | OperationRow.request_id.startswith(f"{base}#", autoescape=True),
-                )
-                .order_by(OperationRow.id)
-            ).all()
+            earlier = self._pay_backs(s, document)
         standing = next((op for op in earlier if op.status != OpStatus.FAILED.value), None)
         if standing is not None:
             return self._settle(standing)
@@ -639,6 +632,19 @@ class PaymentEngine:
         reason = f"{describe(document)}" + (f" ({why})" if why else "")
         sub = _Ctx(ctx.actor, ctx.trigger, request_id)
         return self._money_back(kind, document.company_id, tx_id, amount, tuple(lines), reason, sub, document)
+
+    @staticmethod
+    def _pay_backs(s: Session, document: SalesDocument) -> list[OperationRow]:
+        """The operations that paid back (or tried to pay back) this return document, oldest first."""
+        base = _short(f"return:{document.document_type.value}:{document.document_id}")
+        return list(s.scalars(
+            select(OperationRow)
+            .where(
+                OperationRow.company_id == document.company_id,
+                (OperationRow.request_id == base) | OperationRow.request_id.startswith(f"{base}#", autoescape=True),
+            )
+            .order_by(OperationRow.id)
+        ).all())
 
     def _check_pay_back(
         self, tx: TransactionRow, setup: PaymentMethodSetup | None, document: SalesDocument, kind: OpKind, why: str
@@ -1386,8 +1392,11 @@ class PaymentEngine:
             kind, why = self._choose_money_back(tx, document)
             amount = document_total(document)
             pay_back_now = timing is RefundTiming.ON_POSTING
-            if pay_back_now:
-                self._check_pay_back(tx, setup, document, kind, why)  # refuse before anything is recorded
+            # refuse before anything is recorded; unless this document was paid back already (its
+            # posting is delivered again after a crash or a lost answer): then that outcome is the answer
+            paid_back = any(op.status != OpStatus.FAILED.value for op in self._pay_backs(s, document))
+            if pay_back_now and not paid_back:
+                self._check_pay_back(tx, setup, document, kind, why)
             self._upsert_document(s, document, role="return", transaction_id=tx_id, status="posted")
             if timing is RefundTiming.JOB_QUEUE or pay_back_now:
                 # via job queue: the job; on posting: an outbox job that pays back (once per document)

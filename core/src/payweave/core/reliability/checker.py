@@ -36,7 +36,7 @@ from payweave.core.sync.models import ErpWritebackRow
 from payweave.hooks.money import to_minor_units
 
 from .flows import Flow, Intent
-from .world import PROFILES, World
+from .world import World
 
 INVARIANTS = ("one_payment", "psp_matches_store", "intent_exactly_once", "keys_exactly_once", "settled", "books_sound",
               "bc_exactly_once")
@@ -222,7 +222,7 @@ def _check_tx(world: World, s: Any, intent: Intent, tx: TransactionRow, out: Che
 
 
 def _check_bc(world: World, flow: Flow, before: Snapshot, out: CheckResult) -> None:
-    from payweave.core.sync.writeback import document_number
+    from payweave.core.reconcile import payment_key
 
     targets = [i for i in flow.intents if i.writebacks]
     if not targets:
@@ -242,32 +242,30 @@ def _check_bc(world: World, flow: Flow, before: Snapshot, out: CheckResult) -> N
             captures = s.scalars(select(OperationRow).where(OperationRow.transaction_id == tx.id,
                                                             OperationRow.kind == "capture",
                                                             OperationRow.status == "succeeded")).all()
-            numbers = {document_number(world.bc_company_id, "payment", f"{tx.id}:{op.idempotency_key}"): op
-                       for op in captures}
+            base = payment_key(tx.id, intent.bc_invoice_id or "")
+            rows = s.scalars(select(ErpWritebackRow).where(
+                ErpWritebackRow.company_id == world.bc_company_id, ErpWritebackRow.kind == "payment",
+                (ErpWritebackRow.source_key == base) | ErpWritebackRow.source_key.startswith(f"{base}:"))).all()
+            numbers = {row.document_number: row for row in rows}
             mine = [e for e in entries if e.applied_to_id == intent.bc_invoice_id and e.source == "api"]
             per_number = Counter(e.document_number for e in mine)
-            for number, op in numbers.items():
-                n = per_number.get(number, 0)
-                if n != 1:
-                    out.fail("bc_exactly_once", f"{intent.label}: BC shows {n} customer payments {number} for capture "
-                                                f"operation {op.id} (intended exactly 1)")
-                else:
-                    entry = next(e for e in mine if e.document_number == number)
-                    if to_minor_units(abs(Decimal(entry.amount)), tx.currency) != op.amount_minor:
-                        out.fail("bc_exactly_once", f"{intent.label}: BC payment {number} is over {abs(entry.amount)}, "
-                                                    f"the capture over {_m(op.amount_minor or 0, tx.currency)}")
-            strangers = [e.document_number for e in mine if e.document_number not in numbers]
-            if strangers:
-                out.fail("bc_exactly_once", f"{intent.label}: BC payments {strangers} match no capture")
-            if len(numbers) != intent.writebacks:
-                out.fail("bc_exactly_once", f"{intent.label}: {len(numbers)} captures to record, intended {intent.writebacks}")
-            rows = s.scalars(select(ErpWritebackRow).where(ErpWritebackRow.document_number.in_(list(numbers)))).all()
-            for row in rows:
+            for number, row in numbers.items():
+                if per_number.get(number, 0) != 1:
+                    out.fail("bc_exactly_once", f"{intent.label}: BC shows {per_number.get(number, 0)} customer payments "
+                                                f"{number} (intended exactly 1)")
                 if row.status != "posted":
                     out.fail("bc_exactly_once", f"{intent.label}: write-back {row.document_number} is {row.status} in payweave "
                                                 f"({row.last_error_code}: {row.last_error})")
-            if len(rows) != len(numbers):
-                out.fail("bc_exactly_once", f"{intent.label}: {len(rows)} write-back rows for {len(numbers)} captures")
+            recorded = sum(to_minor_units(abs(Decimal(e.amount)), tx.currency) for e in mine)
+            if recorded != tx.captured_minor:
+                out.fail("bc_exactly_once", f"{intent.label}: BC records {_m(recorded, tx.currency)} paid on invoice "
+                                            f"{intent.bc_invoice_id}, payweave captured {_m(tx.captured_minor, tx.currency)}")
+            strangers = [e.document_number for e in mine if e.document_number not in numbers]
+            if strangers:
+                out.fail("bc_exactly_once", f"{intent.label}: BC payments {strangers} are not payweave's write-backs")
+            if not numbers:
+                out.fail("bc_exactly_once", f"{intent.label}: no write-back for the payment")
+            _ = captures
             invoice = invoices.get(intent.bc_invoice_id)
             if invoice is not None and intent.bc_invoice_total is not None:
                 captured = sum(op.amount_minor or 0 for op in captures)
@@ -279,4 +277,3 @@ def _check_bc(world: World, flow: Flow, before: Snapshot, out: CheckResult) -> N
 
 
 __all__ = ["INVARIANTS", "CheckResult", "Snapshot", "check_schedule", "snapshot"]
-_ = PROFILES

@@ -28,11 +28,10 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from payweave.hooks.models import DocumentType, Money, SalesDocument, SyncEntity
+from payweave.hooks.models import DocumentStatus, DocumentType, SalesDocument, SyncEntity
 from payweave.hooks.money import from_minor_units, quantum, to_minor_units
 
 from .world import COMPANY, World
@@ -89,16 +88,19 @@ class Flow:
             for p in (f"step.{step.name}", *step.points):
                 if p not in seen:
                     seen.append(p)
+        if "webhook.receive" not in seen:
+            seen.append("webhook.receive")  # the PSP's webhooks reach payweave in every flow
         return seen
 
 
 class Ctx:
     """One schedule's helpers: ids and amounts from the schedule's random generator."""
 
-    def __init__(self, world: World, rng: random.Random, seed: int) -> None:
+    def __init__(self, world: World, rng: random.Random, seed: int, flow: str = "") -> None:
         self.world = world
         self.rng = rng
         self.seed = seed
+        self.flow = flow
 
     @property
     def engine(self) -> Any:
@@ -108,7 +110,7 @@ class Ctx:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def rid(self, step: str) -> str:
-        return f"rel:{self.seed}:{step}"
+        return f"rel:{self.flow}:{self.seed}:{step}"
 
     def amount(self, currency: str) -> int:
         """A total in minor units, at the currency's scale (no float ever)."""
@@ -398,47 +400,60 @@ def _bc_invoice(ctx: Ctx, total_minor: int, currency: str) -> Any:
 
 
 def flow_writeback(ctx: Ctx) -> Flow:
+    """A direct sales invoice posted in BC, paid through payweave in one or two captures; each
+    capture is recorded in BC by the product's reconciliation (``record_captured_payments``),
+    which the erp_sync job also runs after every sync."""
     rng = ctx.rng
     world = ctx.world
+    cid = world.bc_company_id
     cur = world.bc_company.lcy
     total = ctx.amount(cur)
     invoice = _bc_invoice(ctx, total, cur)
-    doc = ctx.document("FULL", cur, total, document_type=DocumentType.SALES_INVOICE, document_id=invoice.id)
+    doc = ctx.document("MANUAL", cur, total, company=cid, document_type=DocumentType.SALES_INVOICE,
+                       document_id=invoice.id)
+    posted = doc.model_copy(update={"status": DocumentStatus.POSTED})
     parts = ctx.split(total, rng.randint(1, 2))
-    steps = [ctx.release(doc), ctx.authorize(doc)] + [ctx.capture(doc, p, i) for i, p in enumerate(parts)]
-    steps.append(_writeback_step(ctx, doc, invoice, ("erp.record_payment.before", "erp.record_payment.after")))
-    intent = _intent(ctx, "capture recorded in BC", doc, "full", total, captures=parts, bc_invoice_id=invoice.id,
-                     bc_invoice_total=invoice.total_incl, writebacks=len(parts))
+    points = ("erp.record_payment.before", "erp.record_payment.after")
+    steps = [ctx.release(doc), ctx.authorize(doc),
+             ctx.event("posted", "posted", posted, (), posted_document_id=invoice.id,
+                       posted_document_number=invoice.number),
+             _pull(ctx, "pull-invoice")]
+    for i, part in enumerate(parts):
+        steps += [ctx.capture(doc, part, i), _writeback_step(ctx, doc, f"writeback-{i}", points)]
+    intent = _intent(ctx, "captures recorded in BC", doc, "full", total, captures=parts, bc_invoice_id=invoice.id,
+                     bc_invoice_total=invoice.total_incl, writebacks=1)
     return Flow("writeback", steps, [intent], [(doc.company_id, doc.document_type.value, doc.document_id)])
 
 
-def _writeback_step(ctx: Ctx, doc: SalesDocument | Callable[[], SalesDocument], invoice: Any,
+def _pull(ctx: Ctx, name: str) -> Step:
+    world = ctx.world
+
+    def run() -> Any:
+        return world.proc.sync.run_sync(world.bc_company_id, entities=[SyncEntity.DOCUMENT_EVENTS, SyncEntity.INVOICES])
+
+    return Step(name, run, ("erp.read_changes.page",))
+
+
+def _writeback_step(ctx: Ctx, doc: SalesDocument | Callable[[], SalesDocument], name: str,
                     points: tuple[str, ...]) -> Step:
-    """Record every capture of the document's payment in BC (once per capture operation)."""
+    """Record what was captured on the document's posted invoice in BC: the product's own
+    reconciliation, repeated until nothing is pending (it adds only what is missing)."""
+    from payweave.core.reconcile import record_captured_payments
+
     world = ctx.world
 
     def run() -> Any:
         document = doc() if callable(doc) else doc
-        inv = invoice() if callable(invoice) else invoice
         view = ctx.engine.get_transaction(document.company_id, ctx.tx_id(document))
-        captures = [o for o in view.operations if o.kind == "capture" and o.status == "succeeded"]
-        if len(captures) == 0:
-            raise LookupError("nothing captured to record")
-        out = []
-        for op in captures:
-            out.append(world.proc.sync.record_payment(
-                world.bc_company_id, payment_key=f"{view.id}:{op.idempotency_key}", invoice_id=inv.id,
-                amount=Money(amount=op.amount, currency=view.currency), customer_id=inv.customer.id,
-                external_reference=view.psp_reference or "", posting_date=world.clock.now().date()))
-        pending = [wb for wb in out if wb.status != "posted"]
+        out = record_captured_payments(ctx.engine, world.proc.sync, world.bc_company_id)
+        pending = [wb for wb in world.proc.sync.writebacks(world.bc_company_id) if wb.status == "pending"]
         if pending:
             from payweave.hooks.errors import TemporarilyUnavailable
 
-            raise TemporarilyUnavailable(f"write-back {pending[0].document_number} is {pending[0].status}",
-                                         retry_after=timedelta(seconds=30))
-        return out
+            raise TemporarilyUnavailable(f"write-back {pending[0].document_number} is pending")
+        return view, out
 
-    return Step("writeback", run, points)
+    return Step(name, run, points)
 
 
 def flow_sync(ctx: Ctx) -> Flow:
@@ -498,7 +513,8 @@ def flow_sync(ctx: Ctx) -> Flow:
         Step("bc-posts-order", bc_posts_order),
         pull("pull-posting"),
         Step("captured", captured),
-        _writeback_step(ctx, order_doc, lambda: holder["invoice"], ("erp.record_payment.before", "erp.record_payment.after")),
+        _pull(ctx, "pull-invoice"),
+        _writeback_step(ctx, order_doc, "writeback", ("erp.record_payment.before", "erp.record_payment.after")),
     ]
     flow = Flow("sync", steps, [])
     flow.notes.append("intent is completed once BC created the order")

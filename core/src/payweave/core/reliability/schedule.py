@@ -42,6 +42,8 @@ class ScheduleOutcome:
     restarts: int = 0
     seconds: float = 0.0
     backend: str = "sqlite"
+    matrix: str | None = None
+    """For a matrix schedule: ``flow/point class/fault kind``."""
 
     @property
     def ok(self) -> bool:
@@ -51,6 +53,32 @@ class ScheduleOutcome:
 def schedule_seed(run_seed: int, index: int) -> int:
     """The seed of schedule ``index`` of a run (stable: same run seed, same schedules)."""
     return (run_seed * 1_000_003 + index * 7_919) % (2**53)
+
+
+#: Matrix seeds are negative: ``-(n * MATRIX_SLOTS + entry)``.
+MATRIX_SLOTS = 4096
+
+
+def fault_matrix() -> list[tuple[str, str, FaultKind]]:
+    """Every fault kind at every kind of point of every flow: (flow, point class, fault kind).
+
+    The first schedules of a run go through this matrix (one fault each, at a point of that class
+    chosen by the schedule's seed), so each run injects every fault between every pair of steps
+    of every operation at least once; the rest of the run is random."""
+    out: list[tuple[str, str, FaultKind]] = []
+    for flow in FLOWS:
+        classes = ["step", "psp.before", "psp.after", "webhook"]
+        if flow in ("writeback", "sync"):
+            classes += ["erp.before", "erp.after"]
+        if flow == "sync":
+            classes.append("erp.page")
+        for cls in classes:
+            out += [(flow, cls, kind) for kind in KINDS_AT[cls]]
+    return out
+
+
+def matrix_seed(run_seed: int, entry: int) -> int:
+    return -(((run_seed * 7_919) % (2**40)) * MATRIX_SLOTS + entry)
 
 
 def plan_faults(rng: random.Random, flow: Flow) -> FaultPlan:
@@ -70,39 +98,60 @@ class ScheduleRunner:
         world.install_fault_handlers()
 
     # ------------------------------------------------------------------ one schedule
-    def run(self, seed: int) -> ScheduleOutcome:
+    def run(self, seed: int, *, flow: str | None = None, faults: list[tuple[str, FaultKind]] | None = None) -> ScheduleOutcome:
+        """Run schedule ``seed``; ``flow`` and ``faults`` ((point or point class, kind), fired at
+        the first occurrence) override what the seed would pick (targeted tests)."""
         started = time.perf_counter()
         world = self.world
         rng = random.Random(seed)
-        kind = rng.choices(FLOWS, weights=[WEIGHTS[f] for f in FLOWS])[0]
-        ctx = Ctx(world, rng, seed)
+        forced: tuple[str, str, FaultKind] | None = None
+        if seed < 0:
+            matrix = fault_matrix()
+            forced = matrix[(-seed % MATRIX_SLOTS) % len(matrix)]
+            kind = forced[0]
+        else:
+            kind = rng.choices(FLOWS, weights=[WEIGHTS[f] for f in FLOWS])[0]
+        kind = flow or kind
+        rng = random.Random(f"{seed}/{kind}")  # the flow's ids and amounts: distinct per (seed, flow)
+        ctx = Ctx(world, rng, abs(seed), kind)
         outcome = ScheduleOutcome(seed=seed, flow=kind, mode="in-process",
                                   backend="postgresql" if world.is_postgres else "sqlite")
         before = snapshot(world)
         restarts = world.restarts
-        flow = BUILDERS[kind](ctx)
-        plan = plan_faults(rng, flow)
+        flow_ = BUILDERS[kind](ctx)
+        if faults is not None:
+            planned = []
+            for where, fault_kind in faults:
+                points = [p for p in flow_.points if p == where or point_class(p) == where]
+                planned.append(PlannedFault(rng.choice(points) if points else where, fault_kind))
+            plan = FaultPlan(planned)
+        elif forced is not None:
+            candidates = [p for p in flow_.points if point_class(p) == forced[1]]
+            plan = FaultPlan([PlannedFault(rng.choice(candidates), forced[2])] if candidates else [])
+            outcome.matrix = "/".join((forced[0], forced[1], forced[2].value))
+        else:
+            plan = plan_faults(rng, flow_)
         world.rng = rng  # type: ignore[attr-defined]
         world.redeliver = []
         self.controller.arm(plan, kind)
         try:
-            for step in flow.steps:
+            for step in flow_.steps:
                 done = self._step(ctx, step, outcome)
                 world.join_races()
                 self._webhooks(rng, rng.random() < 0.5)
                 if not done:
                     break
-            finish = getattr(flow, "finish", None)
+            finish = getattr(flow_, "finish", None)
             if finish is not None:
-                finish(flow.intents)
-            self._settle(rng, flow, outcome)
+                finish(flow_.intents)
+            self._settle(rng, flow_, outcome)
         finally:
             self.controller.disarm()
             world.proc.db.disarm()
             world.bc_state.faults.clear()
             world.join_races()
         outcome.faults = [d for d in plan.describe() if "not reached" not in d]
-        result = check_schedule(world, flow, before)
+        result = check_schedule(world, flow_, before)
         outcome.checked = result.checked
         outcome.violations += result.violations
         outcome.restarts = world.restarts - restarts
@@ -112,6 +161,7 @@ class ScheduleRunner:
     # ------------------------------------------------------------------ the client
     def _step(self, ctx: Ctx, step: Step, outcome: ScheduleOutcome) -> bool:
         world = self.world
+        last = ""
         for attempt in range(MAX_ATTEMPTS):
             try:
                 self.controller.reached(f"step.{step.name}")
@@ -123,6 +173,7 @@ class ScheduleRunner:
                 if ctx.rng.random() < 0.5:
                     self._recover()
             except PayweaveError as exc:
+                last = f"{exc.code}: {exc.message}"
                 if not exc.retryable:
                     outcome.violations.append(("intent_exactly_once",
                                                 f"step {step.name} was refused: {exc.code}: {exc.message}"))
@@ -133,13 +184,16 @@ class ScheduleRunner:
                 world.clock.advance(after if isinstance(after, timedelta) else timedelta(seconds=min(2 ** attempt, 300)))
                 if attempt % 3 == 2:
                     self._recover()
-            except LookupError:  # the previous step's effect is not visible yet (it will be after recovery)
+            except LookupError as exc:  # the previous step's effect is not visible yet (it will be after recovery)
+                last = str(exc)
                 self._recover()
             except Exception as exc:
                 if not _is_db_error(exc):
                     raise
+                last = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
                 world.clock.advance(1)
-        outcome.violations.append(("settled", f"step {step.name} did not complete after {MAX_ATTEMPTS} attempts"))
+        outcome.violations.append(("settled", f"step {step.name} did not complete after {MAX_ATTEMPTS} attempts "
+                                              f"(last answer: {last})"))
         return False
 
     def _recover(self) -> None:

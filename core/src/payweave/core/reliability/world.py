@@ -19,12 +19,10 @@ from __future__ import annotations
 import io
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +223,7 @@ class World:
         self.redeliver: list[Delivery] = []
         self.race_threads: list[threading.Thread] = []
         self.rng: Any = None
+        self._drops = 0
         self.proc: Process = self._boot()
         self._setup()
 
@@ -306,6 +305,7 @@ class World:
         start a new one on the same database, PSP and BC."""
         old = self.proc
         old.db.disarm()
+        self._drops += old.db.dropped
         try:
             old.store.dispose()
         except Exception:  # a dead process does not clean up; neither does this one
@@ -316,6 +316,11 @@ class World:
     @property
     def engine(self) -> PaymentEngine:
         return self.proc.engine
+
+    @property
+    def db_drops(self) -> int:
+        """Database connections dropped under a statement, over every process of the run."""
+        return self._drops + self.proc.db.dropped
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -345,6 +350,8 @@ class World:
                                              actor="reliability")
             engine.save_payment_method(PaymentMethodSetup(company_id=cid, code="PAYWEAVE", psp=PSP,
                                                           psp_account=self.account("full"), capture_timing="on_posting"))
+            engine.save_payment_method(PaymentMethodSetup(company_id=cid, code="MANUAL", psp=PSP,
+                                                          psp_account=self.account("full")))
 
     # ------------------------------------------------------------------ faults the world carries out
     def install_fault_handlers(self) -> None:
@@ -528,18 +535,6 @@ def _is_db_error(exc: BaseException) -> bool:
     from sqlalchemy.exc import DBAPIError, OperationalError
 
     return isinstance(exc, (DBAPIError, OperationalError))
-
-
-def money(value: Any) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.01)
 
 
 __all__ = ["COMPANY", "ERP", "PROFILES", "PSP", "Delivery", "Process", "SecretScanner", "World", "WorldClock",

@@ -26,8 +26,10 @@ JOB_WORKER_ENV = "PAYWEAVE_SERVE_JOB_WORKER"
 
 
 class Maintenance:
-    """A daemon thread: every ``interval`` seconds, replay unanswered link creations and mandate
-    charges and re-evaluate deferred PSP events."""
+    """A daemon thread: every ``interval`` seconds, replay PSP calls left without outcome (also
+    those of another service process that died mid-call: the document lock keeps a call that is
+    still running elsewhere from being replayed), replay unanswered link creations and mandate
+    charges, and re-evaluate deferred PSP events."""
 
     def __init__(self, context: ServiceContext, interval: float = 30.0) -> None:
         self.context = context
@@ -37,8 +39,9 @@ class Maintenance:
         self.log = get_logger(component="maintenance")
 
     def run_once(self) -> dict[str, int]:
-        done = {"links": 0, "mandate_charges": 0, "deferred_events": 0}
-        for name, call in (("links", self.context.links.recover), ("mandate_charges", self.context.mandates.recover),
+        done = {"operations": 0, "links": 0, "mandate_charges": 0, "deferred_events": 0}
+        for name, call in (("operations", self.context.engine.recover),
+                           ("links", self.context.links.recover), ("mandate_charges", self.context.mandates.recover),
                            ("deferred_events", self.context.events.reapply_deferred)):
             try:
                 done[name] = call()

@@ -83,7 +83,7 @@ class EventsMixin:
                 else:
                     status = "refused"
             except Exception as exc:  # a bug behind the handler: keep the event, try again later
-                self.log.exception("erp.document_event.handler_crashed", event=event.event_id)
+                self.log.exception("erp.document_event.handler_crashed", event_id=event.event_id)
                 error = PayweaveError(f"{type(exc).__name__}: {exc}", code="internal_error")
                 status = "pending"
             now = self.clock.now()

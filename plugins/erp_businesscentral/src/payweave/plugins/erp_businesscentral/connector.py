@@ -96,7 +96,7 @@ class BusinessCentralConnector:
         before = self.client.stats.total
         for page in self.company.pages("documentEvents", filter=flt, page_size=page_size, companion=True):
             events = [self._event(row) for row in page.values]
-            last = max((int(row["sequenceNumber"]) for row in page.values), default=after)
+            last = max((mapping.sequence_number(row) for row in page.values), default=after)
             high = max((e.occurred_at for e in events), default=None)
             used = self.client.stats.total - before
             before = self.client.stats.total
@@ -118,7 +118,8 @@ class BusinessCentralConnector:
                     update={"document_type": source.document_type, "document_id": source.document_id,
                             "number": source.number, "status": mapping.DocumentStatus.POSTED})
         elif kind != "Deleted":
-            row_doc = self.company.get(f"salesDocuments({row['documentId']})", expand=LINES, companion=True)
+            row_doc = self.company.get(f"salesDocuments({mapping.required(row, 'documentId')})", expand=LINES,
+                                       companion=True)
             if row_doc is not None:
                 document = mapping.to_sales_document(self.company.id, row_doc, self._shipping_items)
         if document is None:

@@ -6,9 +6,11 @@ optional id, the blank date ``0001-01-01`` to None.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from payweave.hooks.models import (
     Customer,
@@ -31,6 +33,7 @@ from payweave.hooks.money import to_decimal
 from .client import BLANK_GUID, parse_bc_datetime
 
 BLANK_DATE = "0001-01-01"
+T = TypeVar("T")
 
 DOCUMENT_TYPES = {
     "Order": DocumentType.SALES_ORDER,
@@ -77,6 +80,24 @@ class MappingError(ValueError):
     """A row BC sent does not have the shape this connector expects."""
 
 
+def _typed(fn: Callable[..., T]) -> Callable[..., T]:
+    """Whatever an odd row makes go wrong while mapping it (a date that is no date, a number that
+    is a list, a value the contract's model refuses) is a :class:`MappingError`, which the plugin
+    turns into the contract's ``InvalidRequest`` (``erp_record_unreadable``), never a bare error."""
+
+    @functools.wraps(fn)
+    def mapped(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except MappingError:
+            raise
+        except (ValueError, TypeError, ArithmeticError) as exc:  # pydantic's ValidationError is a ValueError
+            detail = str(exc).splitlines()[0][:300]
+            raise MappingError(f"{fn.__name__.removeprefix('to_').replace('_', ' ')}: {detail}") from exc
+
+    return mapped
+
+
 def dec(row: dict[str, Any], key: str) -> Decimal:
     value = row.get(key, 0)
     try:
@@ -110,6 +131,21 @@ def _req(row: dict[str, Any], key: str) -> Any:
     return row[key]
 
 
+required = _req
+
+
+def sequence_number(row: dict[str, Any]) -> int:
+    """The companion event log's ``sequenceNumber`` (a MappingError when missing or not a number)."""
+    value = _req(row, "sequenceNumber")
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise MappingError(f"'sequenceNumber' is not a number: {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise MappingError(f"'sequenceNumber' is not a number: {value!r}") from None
+
+
+@_typed
 def to_customer(row: dict[str, Any]) -> ErpCustomer:
     blocked = str(row.get("blocked") or "").strip()
     return ErpCustomer(
@@ -119,6 +155,7 @@ def to_customer(row: dict[str, Any]) -> ErpCustomer:
     )
 
 
+@_typed
 def to_invoice_line(row: dict[str, Any]) -> InvoiceLine:
     # net* amounts include the invoice-discount allocation, so lines add up to the header totals
     line_discount = dec(row, "discountAmount") + dec(row, "invoiceDiscountAllocation")
@@ -133,6 +170,7 @@ def to_invoice_line(row: dict[str, Any]) -> InvoiceLine:
     )
 
 
+@_typed
 def to_invoice(row: dict[str, Any]) -> ErpInvoice:
     lm = last_modified(row)
     invoice_date = opt_date(row.get("invoiceDate")) or opt_date(row.get("postingDate")) or lm.date()
@@ -148,6 +186,7 @@ def to_invoice(row: dict[str, Any]) -> ErpInvoice:
     )
 
 
+@_typed
 def to_credit_memo(row: dict[str, Any]) -> ErpCreditMemo:
     lm = last_modified(row)
     return ErpCreditMemo(
@@ -160,6 +199,7 @@ def to_credit_memo(row: dict[str, Any]) -> ErpCreditMemo:
     )
 
 
+@_typed
 def to_document_line(row: dict[str, Any], shipping_items: frozenset[str] = frozenset()) -> DocumentLine:
     line_type = LINE_TYPES.get(str(row.get("type", "")))
     if line_type is None:
@@ -178,6 +218,7 @@ def to_document_line(row: dict[str, Any], shipping_items: frozenset[str] = froze
     )
 
 
+@_typed
 def to_sales_document(company_id: str, row: dict[str, Any], shipping_items: frozenset[str] = frozenset()) -> SalesDocument:
     doc_type = DOCUMENT_TYPES.get(str(row.get("documentType", "")))
     if doc_type is None:
@@ -205,6 +246,7 @@ def to_sales_document(company_id: str, row: dict[str, Any], shipping_items: froz
     )
 
 
+@_typed
 def document_from_event(company_id: str, event: dict[str, Any]) -> SalesDocument:
     """The document as the event row describes it (for a deleted document: all that is left)."""
     doc_type = DOCUMENT_TYPES.get(str(event.get("documentType", "")))
@@ -221,6 +263,7 @@ def document_from_event(company_id: str, event: dict[str, Any]) -> SalesDocument
     )
 
 
+@_typed
 def to_document_event(event: dict[str, Any], document: SalesDocument) -> DocumentEvent:
     event_type = EVENT_TYPES.get(str(event.get("eventType", "")))
     if event_type is None:
@@ -233,12 +276,14 @@ def to_document_event(event: dict[str, Any], document: SalesDocument) -> Documen
     )
 
 
+@_typed
 def to_gl_account(row: dict[str, Any]) -> LedgerAccount:
     return LedgerAccount(account_id=str(_req(row, "id")).lower(), number=str(row.get("number", "")),
                          name=str(row.get("displayName", "")), kind="gl_account",
                          category=str(row.get("category") or "").strip(), blocked=bool(row.get("blocked", False)))
 
 
+@_typed
 def to_bank_account(row: dict[str, Any]) -> LedgerAccount:
     return LedgerAccount(account_id=str(_req(row, "id")).lower(), number=str(row.get("number", "")),
                          name=str(row.get("displayName", "")), kind="bank_account", category="Bank",
