@@ -395,20 +395,13 @@ class BCClient:
     def iter_pages(self, url: str, params: dict[str, Any] | None = None, *,
                    page_size: int | None = None) -> Iterator[ODataPage]:
         """GET a collection and follow ``@odata.nextLink`` verbatim, one page at a time."""
-        size = page_size or self.settings.page_size
-        headers = {"Prefer": f"odata.maxpagesize={min(size, 20000)}"}
-        next_url: str | None = self._url(url, params)
-        seen: set[str] = set()
-        while next_url:
-            if next_url in seen:
-                raise BCRequestError(f"Business Central returned the same nextLink twice ({entity_label(next_url)}).")
-            seen.add(next_url)
-            body = self.get_json(next_url, headers=headers)
-            if not isinstance(body, dict) or not isinstance(body.get("value"), list):
-                raise BCRequestError(f"Expected a collection from {entity_label(next_url)}.")
-            link = body.get("@odata.nextLink")
-            yield ODataPage(body["value"], link if isinstance(link, str) and link else None, next_url)
-            next_url = link if isinstance(link, str) and link else None
+        values: list[dict[str, Any]] = []
+        for item in self.stream_rows(url, params, page_size=page_size):
+            if isinstance(item, PageEnd):
+                yield ODataPage(values, item.next_link, item.url)
+                values = []
+            else:
+                values.append(item)
 
     def stream_rows(self, url: str, params: dict[str, Any] | None = None, *,
                     page_size: int | None = None) -> Iterator[dict[str, Any] | PageEnd]:
