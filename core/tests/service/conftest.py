@@ -98,6 +98,7 @@ def service(engine: PaymentEngine) -> Iterator[Service]:
         finally:
             for client in (a, b, anonymous):
                 client.close()
+            context.inbox.close()
 
 
 def document_json(document) -> dict[str, Any]:

@@ -46,6 +46,7 @@ def stripe_service(tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Client,
             with httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as api, \
                     httpx.Client(base_url=server.url, timeout=30) as psp:
                 yield api, psp, env, engine
+        context.inbox.close()
         store.dispose()
 
 

@@ -41,7 +41,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from payweave.core.errors import CoreError
@@ -190,6 +190,7 @@ class PspEvents:
         self.engine = engine
         self.store = engine.store
         self.log = get_logger(component="psp_events")
+        self._insert: Any = None
 
     # ================================================================== receiving
     def known_account(self, psp: str, account: str) -> bool:
@@ -258,27 +259,31 @@ class PspEvents:
             "status": EventStatus.RECEIVED, "note": "", "event": event.model_dump(mode="json"),
         }
 
-    def insert_received(self, s: Session, rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
-        """Insert event rows (:meth:`row_values`) in the session's transaction, one statement,
-        skipping events stored before (the unique ``(psp, account, event_id)`` decides, also
-        against a concurrent insert). Returns the row id of each event inserted, by key; a key
-        absent from the answer was a duplicate. Repeats inside ``rows`` are inserted once."""
+    def insert_received(self, s: Session | Connection, rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+        """Insert event rows (:meth:`row_values`) in the transaction of ``s`` (a session or a
+        connection), one statement, skipping events stored before (the unique ``(psp, account,
+        event_id)`` decides, also against a concurrent insert). Returns the row id of each event
+        inserted, by key; a key absent from the answer was a duplicate. Repeats inside ``rows``
+        are inserted once."""
         unique: dict[tuple[str, str, str], dict[str, Any]] = {}
         for row in rows:
             unique.setdefault((row["psp"], row["psp_account"], row["event_id"]), row)
         if not unique:
             return {}
-        if self.store.is_postgres:
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        table = PspEventRow.__table__
-        statement = (
-            insert(table).on_conflict_do_nothing(index_elements=["psp", "psp_account", "event_id"])
-            .returning(table.c.psp, table.c.psp_account, table.c.event_id, table.c.id)
-        )
-        result = s.execute(statement, list(unique.values()))
-        return {(r[0], r[1], r[2]): r[3] for r in result}
+        return {(r[0], r[1], r[2]): r[3] for r in s.execute(self._insert_statement(), list(unique.values()))}
+
+    def _insert_statement(self) -> Any:
+        if self._insert is None:
+            if self.store.is_postgres:
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            table = PspEventRow.__table__
+            self._insert = (
+                insert(table).on_conflict_do_nothing(index_elements=["psp", "psp_account", "event_id"])
+                .returning(table.c.psp, table.c.psp_account, table.c.event_id, table.c.id)
+            )
+        return self._insert
 
     def _count(self, psp: str, outcome: EventOutcome) -> EventOutcome:
         WEBHOOK_EVENTS.labels(psp, outcome.status).inc()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from payweave.hooks.models import WebhookRequest
@@ -55,7 +55,7 @@ async def receive_webhook(
     request: Request,
     psp: Annotated[str, Path(pattern=_NAME, description="The PSP plugin, e.g. psp_mock.")],
     account: Annotated[str, Path(pattern=_NAME, description="The plugin account, e.g. default.")],
-) -> WebhookReceipt:
+) -> Response:
     context = get_context(request)
     events = context.events
     body = await request.body()
@@ -65,4 +65,6 @@ async def receive_webhook(
     # the plugin's check is CPU only (HMAC, JSON): on the event loop, no thread hop
     parsed = events.verify(psp, account, incoming, known=known)
     outcomes = await context.inbox.receive(psp, account, parsed, incoming.received_at)
-    return WebhookReceipt(received=len(outcomes), events=outcomes)
+    # serialized here, once (the route's response_model documents it; no second validation)
+    return Response(WebhookReceipt(received=len(outcomes), events=outcomes).model_dump_json(),
+                    media_type="application/json")
