@@ -105,3 +105,21 @@ def test_connector_yields_newest_first_in_store_sized_parts_of_each_response(env
     again = list(connector.read_changes(SyncEntity.INVOICES, pages[1].next_cursor, page_size=7))
     assert [r.invoice_id for p in again for r in p.records][:6] == \
         [r.invoice_id for p in pages[:2] for r in sorted(p.records, key=lambda r: r.last_modified)]
+
+
+def test_a_stream_abandoned_midway_releases_its_connection_and_reader(env, monkeypatch):
+    import threading
+
+    from payweave.plugins.erp_businesscentral import client as module
+
+    monkeypatch.setattr(module, "STREAM_CHUNK_BYTES", 1024)
+    monkeypatch.setattr(module, "READ_AHEAD_CHUNKS", 2)
+    client = env.client()
+    rows = client.stream_rows(client.company().list_url("salesInvoices", expand="salesInvoiceLines"), page_size=50)
+    first = [next(rows) for _ in range(3)]
+    assert all("id" in r for r in first)
+    rows.close()
+    assert client.limiter.in_flight == 0
+    assert not [t for t in threading.enumerate() if t.name == "bc-read-ahead" and t.is_alive()]
+    # the client is still usable afterwards
+    assert sum(1 for x in client.stream_rows(client.company().list_url("customers")) if not isinstance(x, PageEnd))

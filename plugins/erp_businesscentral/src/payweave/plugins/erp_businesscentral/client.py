@@ -17,6 +17,8 @@ retried for them. The write-back helpers re-read BC to settle ambiguous outcomes
 """
 from __future__ import annotations
 
+import contextlib
+import queue
 import re
 import threading
 import time
@@ -47,8 +49,9 @@ _KEY_RE = re.compile(r"\([^)]*\)")
 _QUERY_SAFE = "$,()'=:"
 #: BC online's limit of operations in one $batch (reference §7)
 MAX_BATCH_OPERATIONS = 100
-#: how much of a streamed body is parsed at a time
+#: how much of a streamed body is parsed at a time, and how many such chunks may be read ahead
 STREAM_CHUNK_BYTES = 256 * 1024
+READ_AHEAD_CHUNKS = 64
 
 
 def odata_datetime(value: datetime, *, round_up: bool = False) -> str:
@@ -204,6 +207,53 @@ class BatchResult:
         response = httpx.Response(self.status, headers=self.headers, content=bcjson.dumps(self.body or {}).encode(),
                                   request=httpx.Request(self.operation.method, url))
         raise error_from_response(response, retry_after=self.retry_after)
+
+
+_END = object()
+
+
+def _read_ahead(response: httpx.Response) -> Iterator[bytes]:
+    """The body of a streamed response, read by a helper thread up to ``READ_AHEAD_CHUNKS``
+    chunks ahead of the caller: BC (or the network) keeps sending while the caller parses and
+    stores what came before, instead of waiting for the caller to ask for more. Memory: at most
+    that many chunks beyond the one being parsed."""
+    chunks: queue.Queue[Any] = queue.Queue(maxsize=READ_AHEAD_CHUNKS)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump() -> None:
+        try:
+            for data in response.iter_bytes(STREAM_CHUNK_BYTES):
+                if not put(data):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            put(exc)
+
+    thread = threading.Thread(target=pump, name="bc-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = chunks.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        if thread.is_alive():  # abandoned midway: closing the response ends the reader's recv
+            with contextlib.suppress(Exception):
+                response.close()
+        thread.join(timeout=5)
 
 
 def _retry_operation(op: BatchOperation, result: BatchResult | None) -> bool:
@@ -421,7 +471,7 @@ class BCClient:
             parser = CollectionParser()
             try:
                 try:
-                    for chunk in response.iter_bytes(STREAM_CHUNK_BYTES):
+                    for chunk in _read_ahead(response):
                         yield from parser.feed_bytes(chunk)
                     rows = parser.close()
                 except httpx.TransportError as exc:
