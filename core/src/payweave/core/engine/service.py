@@ -29,15 +29,18 @@ import hashlib
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, literal, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 from structlog.contextvars import bound_contextvars
 
 from payweave.core.errors import (
@@ -72,6 +75,7 @@ from payweave.core.store import (
     Store,
     TransactionRow,
 )
+from payweave.core.store.rows import write_changes
 from payweave.hooks.capabilities import Feature, PspCapabilities
 from payweave.hooks.errors import PayweaveError, RemoteNotFound, TemporarilyUnavailable
 from payweave.hooks.models import (
@@ -161,6 +165,59 @@ REQUEST_MODELS: dict[OpKind, type[BaseModel]] = {
 
 ACTIVE_DOCUMENT_STATUSES = ("prepared", "pending")
 
+# Statements of the operation protocol's hot path, built once (building and cache-keying a
+# statement per call cost about as much as running it). Plain Core on the session's connection.
+_OPS = OperationRow.__table__.c
+_HIST = HistoryRow.__table__.c
+_OPS_OF_TX = (
+    select(_OPS.id, _OPS.seq, _OPS.kind, _OPS.status, _OPS.trigger, _OPS.actor, _OPS.amount_minor, _OPS.currency,
+           _OPS.idempotency_key, _OPS.request_id, _OPS.psp_reference, _OPS.operation_reference, _OPS.document_type,
+           _OPS.document_number, _OPS.error_code, _OPS.error_message, _OPS.attempts, _OPS.created_at,
+           _OPS.completed_at)
+    .where(_OPS.company_id == bindparam("company_id"), _OPS.transaction_id == bindparam("transaction_id"))
+    .order_by(_OPS.seq)
+)
+_HISTORY_OF_TX = (
+    select(_HIST.id, _HIST.at, _HIST.actor, _HIST.trigger, _HIST.action, _HIST.outcome, _HIST.from_status,
+           _HIST.to_status, _HIST.amount_minor, _HIST.operation_id, _HIST.idempotency_key, _HIST.psp_reference,
+           _HIST.operation_reference, _HIST.message, _HIST.details)
+    .where(_HIST.company_id == bindparam("company_id"), _HIST.transaction_id == bindparam("transaction_id"))
+    .order_by(_HIST.id)
+)
+#: operations that stop a new one: unfinished ones of the transaction, and the first of the
+#: request id (``request_id = NULL`` matches nothing)
+_BLOCKING_OP = (
+    # company_id in both terms, so each is an index search (SQLite's OR-by-union), not a scan of
+    # the company's operations; IN with plain parameters (an expanding IN rewrites the SQL per call)
+    ((_OPS.company_id == bindparam("company_id")) & (_OPS.transaction_id == bindparam("transaction_id"))
+     & _OPS.status.in_([literal(s) for s in UNFINISHED]))
+    | ((_OPS.company_id == bindparam("company_id")) & (_OPS.request_id == bindparam("request_id")))
+)
+_UNFINISHED_OPS_OR_REQUEST = (
+    select(_OPS.id, _OPS.transaction_id, _OPS.request_id, _OPS.status).where(_BLOCKING_OP).order_by(_OPS.seq)
+)
+_TX_BY_ID = select(TransactionRow).where(
+    TransactionRow.company_id == bindparam("company_id"), TransactionRow.id == bindparam("transaction_id")
+)
+#: the transaction and the id of one blocking operation (None: none), in one statement
+_TX_AND_BLOCKING_OP = select(
+    TransactionRow, select(_OPS.id).where(_BLOCKING_OP).limit(1).scalar_subquery()
+).where(TransactionRow.company_id == bindparam("company_id"), TransactionRow.id == bindparam("transaction_id"))
+_INSERT_HISTORY = insert(HistoryRow.__table__)
+
+#: (operation id, (operation row, transaction row)) from an intent just committed, for its outcome
+_INTENT_ROWS: ContextVar[tuple[int, tuple[OperationRow, TransactionRow]] | None] = ContextVar(
+    "payweave_intent_rows", default=None
+)
+_INSERT_OPERATION = insert(OperationRow.__table__)
+_OPERATION_OUTCOME = (
+    update(OperationRow.__table__)
+    .where(_OPS.id == bindparam("op_id"))
+    .values(status=bindparam("new_status"), result=bindparam("new_result"), attempts=bindparam("new_attempts"),
+            completed_at=bindparam("new_completed_at"), operation_reference=bindparam("new_operation_reference"),
+            error_code=None, error_message=None, error_details=None)
+)
+
 
 class AdvancedImportRequest(BaseModel):
     """Attach a payment made elsewhere (a web-shop checkout) to a BC document."""
@@ -187,7 +244,22 @@ class _Ctx:
     request_id: str | None = None
 
 
-Builder = Callable[[Session, TransactionRow, Ledger, TxStatus, PaymentMethodSetup | None, PspCapabilities, str, str], _Plan]
+class _Lazy:
+    """A value computed on first call (the payment method setup, which most builders never read)."""
+
+    __slots__ = ("_compute", "_done", "_value")
+
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        self._compute, self._done, self._value = compute, False, None
+
+    def __call__(self) -> Any:
+        if not self._done:
+            self._value, self._done = self._compute(), True
+        return self._value
+
+
+#: build(session, tx, ledger, status, setup() -> PaymentMethodSetup | None, caps, psp name, idempotency key)
+Builder = Callable[[Session, TransactionRow, Ledger, TxStatus, Callable[[], PaymentMethodSetup | None], PspCapabilities, str, str], _Plan]
 
 
 def _doc_key(document_type: str, document_id: str) -> str:
@@ -369,7 +441,7 @@ class PaymentEngine:
 
         def build(s, tx, ledger, status, setup, caps, psp, key) -> _Plan:
             check_reserve(status)
-            auto = bool(setup and setup.auto_capture)
+            auto = bool((method := setup()) and method.auto_capture)
             caps.require(Feature.AUTO_CAPTURE if auto else Feature.RESERVE, psp=psp)
             if tx.no_cart:
                 caps.require(Feature.NO_CART, psp=psp)
@@ -550,7 +622,7 @@ class PaymentEngine:
                     "back as a credit.",
                     details={"transaction_id": tx.id, "operation": "refund"},
                 )
-            if kind is OpKind.CREDIT and not (setup and setup.credit_allowed):
+            if kind is OpKind.CREDIT and not ((method := setup()) and method.credit_allowed):
                 raise OptionDisabled(
                     f"Payment method {tx.payment_method_code} does not allow credits: switch on 'Credit Allowed' to pay "
                     f"this money back as a credit.",
@@ -815,7 +887,7 @@ class PaymentEngine:
         ctx = _Ctx(actor, str(trigger), request_id)
 
         def build(s, tx, ledger, status, setup, caps, psp, key) -> _Plan:
-            if not (setup and setup.allow_reservation_renewal):
+            if not ((method := setup()) and method.allow_reservation_renewal):
                 raise OptionDisabled(
                     f"Payment method {tx.payment_method_code} does not renew reservations: switch on 'Allow "
                     f"Reservation Renewal'.",
@@ -1493,21 +1565,25 @@ class PaymentEngine:
                 detour: tuple[OperationRow | None, list[int]] | None = None
                 try:
                     with self.store.transaction() as s:
-                        # the first operation of this request id, and unfinished ones of the transaction
-                        mine = (OperationRow.transaction_id == tx_id) & OperationRow.status.in_(UNFINISHED)
-                        condition = mine if ctx.request_id is None else (mine | (OperationRow.request_id == ctx.request_id))
-                        found = s.scalars(
-                            select(OperationRow).where(OperationRow.company_id == company_id, condition).order_by(OperationRow.seq)
-                        ).all()
-                        existing = next(
-                            (op for op in found if ctx.request_id is not None and op.request_id == ctx.request_id), None
-                        )
-                        unfinished = [op.id for op in found if op.transaction_id == tx_id and op.status in UNFINISHED]
+                        # the transaction, and whether an operation of this request id or an
+                        # unfinished one of the transaction exists (then look at them below)
+                        key_params = {"company_id": company_id, "transaction_id": tx_id, "request_id": ctx.request_id}
+                        first = s.execute(_TX_AND_BLOCKING_OP, key_params).first()
+                        existing = None
+                        unfinished: list[int] = []
+                        if first is None or first[1] is not None:
+                            # the first operation of this request id, and unfinished ones of the transaction
+                            found = s.connection().execute(_UNFINISHED_OPS_OR_REQUEST, key_params).all()
+                            existing_id = next(
+                                (op.id for op in found if ctx.request_id is not None and op.request_id == ctx.request_id), None
+                            )
+                            existing = s.get(OperationRow, existing_id) if existing_id is not None else None
+                            unfinished = [op.id for op in found if op.transaction_id == tx_id and op.status in UNFINISHED]
                         if existing is not None or unfinished:
                             detour = (existing, unfinished)
                         else:
-                            tx = self._load_tx(s, company_id, tx_id)
-                            setup = self._setup(s, company_id, tx.payment_method_code)
+                            tx = first[0] if first is not None else self._load_tx(s, company_id, tx_id)
+                            setup = _Lazy(lambda: self._setup(s, company_id, tx.payment_method_code))
                             caps = self.capabilities(tx.psp, tx.psp_account)
                             ledger = self._ledger(tx)
                             status = TxStatus(tx.status)
@@ -1516,31 +1592,42 @@ class PaymentEngine:
                             plan = build(s, tx, ledger, status, setup, caps, self._psp_name(tx.psp, tx.psp_account), key)
                             now = self.clock.now()
                             document = plan.document
-                            op = OperationRow(
-                                company_id=company_id,
-                                transaction_id=tx.id,
-                                seq=seq,
-                                kind=kind.value,
-                                status=OpStatus.STARTED.value,
-                                request_id=ctx.request_id or f"op:{uuid.uuid4()}",
-                                idempotency_key=key,
-                                actor=ctx.actor,
-                                trigger=ctx.trigger,
-                                amount_minor=plan.amount_minor,
-                                currency=tx.currency,
-                                psp_reference=tx.psp_reference,
-                                document_type=document.document_type.value if document else None,
-                                document_id=document.document_id if document else None,
-                                document_number=document.number if document else None,
-                                request=plan.request.model_dump(mode="json"),
-                                context=plan.context,
-                                attempts=0,
-                                created_at=now,
-                            )
+                            values: dict[str, Any] = {
+                                "company_id": company_id,
+                                "transaction_id": tx.id,
+                                "seq": seq,
+                                "kind": kind.value,
+                                "status": OpStatus.STARTED.value,
+                                "request_id": ctx.request_id or f"op:{uuid.uuid4()}",
+                                "idempotency_key": key,
+                                "actor": ctx.actor,
+                                "trigger": ctx.trigger,
+                                "amount_minor": plan.amount_minor,
+                                "currency": tx.currency,
+                                "psp_reference": tx.psp_reference,
+                                "document_type": document.document_type.value if document else None,
+                                "document_id": document.document_id if document else None,
+                                "document_number": document.number if document else None,
+                                "request": plan.request.model_dump(mode="json"),
+                                "context": plan.context,
+                                "result": None,
+                                "operation_reference": None,
+                                "error_code": None,
+                                "error_message": None,
+                                "error_details": None,
+                                "attempts": 0,
+                                "created_at": now,
+                                "completed_at": None,
+                            }
+                            s.flush()  # anything a builder added or changed goes first, as before
+                            # the intent's rows without the unit of work: one INSERT, one UPDATE of
+                            # the transaction (checked against the version it was read with)
+                            s.expunge(tx)
                             tx.next_seq = seq + 1
                             tx.updated_at = now
-                            s.add(op)
-                            s.flush()
+                            write_changes(s, tx)
+                            values["id"] = s.connection().execute(_INSERT_OPERATION, values).inserted_primary_key[0]
+                            op = SimpleNamespace(**values)  # the row as committed, read by the outcome
                             self._history(
                                 s, tx, f"{kind.value}_requested", ctx, amount_minor=plan.amount_minor, op=op,
                                 message=self._describe_request(kind, ledger, plan),
@@ -1548,7 +1635,8 @@ class PaymentEngine:
                             )
                             op_id = op.id
                             # send exactly what a replay would send: the stored request, validated again
-                            fresh = (kind, REQUEST_MODELS[kind].model_validate(op.request), tx.psp, tx.psp_account, key)
+                            fresh = (kind, REQUEST_MODELS[kind].model_validate(op.request), tx.psp, tx.psp_account, key,
+                                     (op, tx))
                 except PayweaveError as exc:
                     self._record_refusal(company_id, tx_id, kind, ctx, exc)
                     raise
@@ -1653,13 +1741,16 @@ class PaymentEngine:
             return self.get_transaction(company_id, tx_id)
 
     def _call(
-        self, op_id: int, *, recovering: bool = False, fresh: tuple[OpKind, BaseModel, str, str, str] | None = None
+        self, op_id: int, *, recovering: bool = False, fresh: tuple[Any, ...] | None = None
     ) -> TransactionView:
         """Send the operation's stored request to the PSP and commit the outcome.
 
-        ``fresh`` (kind, request, psp, account, key) skips re-reading an intent just committed."""
+        ``fresh`` (kind, request, psp, account, key, (operation row, transaction row)) skips
+        re-reading an intent just committed; the outcome then starts from those rows too."""
+        rows: tuple[OperationRow, TransactionRow] | None = None
         if fresh is not None:
-            kind, request, psp, account_name, key = fresh
+            kind, request, psp, account_name, key, *more = fresh
+            rows = more[0] if more else None
             replay = False
         else:
             with self.store.transaction() as s:
@@ -1699,7 +1790,11 @@ class PaymentEngine:
             except PayweaveError as exc:
                 self._record_final(op_id, exc, parked=False)
                 raise
-            return self._apply(op_id, result)
+            token = _INTENT_ROWS.set((op_id, rows) if rows is not None else None)
+            try:
+                return self._apply(op_id, result)
+            finally:
+                _INTENT_ROWS.reset(token)
 
     def _record_outcome_unknown(self, op_id: int, exc: TemporarilyUnavailable) -> None:
         with self.store.transaction() as s:
@@ -1747,10 +1842,35 @@ class PaymentEngine:
         self.log.warning("operation.failed", code=exc.code, error=exc.message, parked=parked)
 
     def _apply(self, op_id: int, result: Any) -> TransactionView:
+        intent = _INTENT_ROWS.get()
+        if intent is not None and intent[0] == op_id:
+            _INTENT_ROWS.set(None)  # used once
+            try:
+                return self._apply_on(op_id, result, intent[1])
+            except StaleDataError:
+                # the transaction row changed since the intent (its version moved): start over from
+                # the stored rows; nothing was written (the outcome's database transaction rolled back)
+                self.log.info("operation.apply_reloaded")
+        return self._apply_on(op_id, result, None)
+
+    def _apply_on(
+        self, op_id: int, result: Any, rows: tuple[OperationRow, TransactionRow] | None
+    ) -> TransactionView:
+        """Commit the outcome. ``rows``: the operation and transaction rows as the intent committed
+        them, used without reading them again. Only this call writes the operation while the
+        caller holds the document lock; the transaction row's version column refuses the outcome's
+        UPDATE if anything else changed it since (StaleDataError, then :meth:`_apply` reloads).
+
+        Both rows are written with :func:`write_changes` (detached from the session)."""
         with self.store.transaction() as s:
-            op = s.get(OperationRow, op_id)
-            assert op is not None
-            tx = self._load_tx(s, op.company_id, op.transaction_id)
+            op: Any
+            if rows is not None:
+                op, tx = rows
+            else:
+                op = s.get(OperationRow, op_id)
+                assert op is not None
+                tx = self._load_tx(s, op.company_id, op.transaction_id)
+                s.expunge(tx)
             kind = OpKind(op.kind)
             cur = tx.currency
             ledger = self._ledger(tx)
@@ -1758,6 +1878,7 @@ class PaymentEngine:
             phase = phase_of(tx.status)
             ctx = _Ctx(op.actor, op.trigger)
             op_status = OpStatus.SUCCEEDED
+            operation_reference = op.operation_reference
             note = ""
             try:
                 if kind is OpKind.RESERVE or kind is OpKind.CART_UPDATE:
@@ -1825,7 +1946,7 @@ class PaymentEngine:
                         ledger = ledger.with_(refunded=ledger.refunded + amount)
                     elif kind is OpKind.CREDIT:
                         ledger = ledger.with_(credited=ledger.credited + amount)
-                    op.operation_reference = result.operation_reference
+                    operation_reference = result.operation_reference
             except PluginBug as exc:
                 s.rollback()
                 self._record_final(op_id, exc, parked=True)
@@ -1838,12 +1959,12 @@ class PaymentEngine:
                 raise bug from exc
             self._set_ledger(tx, ledger, phase)
             now = self.clock.now()
-            op.status = op_status.value
-            op.result = result.model_dump(mode="json")
-            op.attempts += 1
-            op.completed_at = now
-            op.error_code = op.error_message = op.error_details = None
+            s.connection().execute(_OPERATION_OUTCOME, {
+                "op_id": op.id, "new_status": op_status.value, "new_result": result.model_dump(mode="json"),
+                "new_attempts": op.attempts + 1, "new_completed_at": now, "new_operation_reference": operation_reference,
+            })
             tx.updated_at = now
+            write_changes(s, tx)
             done = {OpStatus.PENDING: "accepted (pending)", OpStatus.SUCCEEDED: "succeeded"}[op_status]
             self._history(
                 s, tx, kind.value, ctx, from_status=before, to_status=tx.status,
@@ -1925,9 +2046,7 @@ class PaymentEngine:
         tx.psp_cart_hash = psp_hash
 
     def _load_tx(self, s: Session, company_id: str, tx_id: str) -> TransactionRow:
-        tx = s.scalars(
-            select(TransactionRow).where(TransactionRow.company_id == company_id, TransactionRow.id == tx_id)
-        ).first()
+        tx = s.scalars(_TX_BY_ID, {"company_id": company_id, "transaction_id": tx_id}).first()
         if tx is None:
             raise TransactionNotFound(
                 f"There is no payment transaction {tx_id} in this company.",
@@ -2049,25 +2168,29 @@ class PaymentEngine:
         details: dict[str, Any] | None = None,
         operation_reference: str | None = None,
     ) -> None:
-        s.add(
-            HistoryRow(
-                company_id=tx.company_id,
-                transaction_id=tx.id,
-                at=self.clock.now(),
-                actor=ctx.actor,
-                trigger=str(ctx.trigger),
-                action=action,
-                outcome=outcome,
-                from_status=from_status,
-                to_status=to_status,
-                amount_minor=amount_minor,
-                operation_id=op.id if op is not None else None,
-                idempotency_key=op.idempotency_key if op is not None else None,
-                psp_reference=tx.psp_reference,
-                operation_reference=operation_reference,
-                message=message,
-                details=details or {},
-            )
+        if s.new:  # pending rows first: the transaction it refers to, history added through the ORM
+            s.flush()
+        # inserted right away (rows are append-only; never an ORM object), in the caller's transaction
+        s.connection().execute(
+            _INSERT_HISTORY,
+            {
+                "company_id": tx.company_id,
+                "transaction_id": tx.id,
+                "at": self.clock.now(),
+                "actor": ctx.actor,
+                "trigger": str(ctx.trigger),
+                "action": action,
+                "outcome": outcome,
+                "from_status": from_status,
+                "to_status": to_status,
+                "amount_minor": amount_minor,
+                "operation_id": op.id if op is not None else None,
+                "idempotency_key": op.idempotency_key if op is not None else None,
+                "psp_reference": tx.psp_reference,
+                "operation_reference": operation_reference,
+                "message": message,
+                "details": details or {},
+            },
         )
 
     def _view(self, s: Session, tx: TransactionRow, *, full: bool = True) -> TransactionView:
@@ -2075,11 +2198,11 @@ class PaymentEngine:
         ops: tuple[OperationView, ...] = ()
         history: tuple[HistoryEntry, ...] = ()
         if full:
-            op_rows = s.scalars(
-                select(OperationRow)
-                .where(OperationRow.company_id == tx.company_id, OperationRow.transaction_id == tx.id)
-                .order_by(OperationRow.seq)
-            ).all()
+            # plain column rows on the session's connection: no ORM instances, no JSON the view does
+            # not show (operation requests and results); pending changes are flushed first
+            s.flush()
+            conn = s.connection()
+            key = {"company_id": tx.company_id, "transaction_id": tx.id}
             ops = tuple(
                 OperationView(
                     id=o.id, seq=o.seq, kind=o.kind, status=o.status, trigger=o.trigger, actor=o.actor,
@@ -2088,13 +2211,8 @@ class PaymentEngine:
                     document_type=o.document_type, document_number=o.document_number, error_code=o.error_code,
                     error_message=o.error_message, attempts=o.attempts, created_at=o.created_at, completed_at=o.completed_at,
                 )
-                for o in op_rows
+                for o in conn.execute(_OPS_OF_TX, key)
             )
-            h_rows = s.scalars(
-                select(HistoryRow)
-                .where(HistoryRow.company_id == tx.company_id, HistoryRow.transaction_id == tx.id)
-                .order_by(HistoryRow.id)
-            ).all()
             history = tuple(
                 HistoryEntry(
                     id=h.id, at=h.at, actor=h.actor, trigger=h.trigger, action=h.action, outcome=h.outcome,
@@ -2102,7 +2220,7 @@ class PaymentEngine:
                     operation_id=h.operation_id, idempotency_key=h.idempotency_key, psp_reference=h.psp_reference,
                     operation_reference=h.operation_reference, message=h.message, details=h.details or {},
                 )
-                for h in h_rows
+                for h in conn.execute(_HISTORY_OF_TX, key)
             )
         return TransactionView(
             id=tx.id,
