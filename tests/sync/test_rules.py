@@ -201,3 +201,22 @@ def test_a_record_that_cannot_be_stored_is_an_issue_not_a_stop(sqlite_store):
     with sqlite_store.transaction() as s:
         assert s.get(ErpSyncIssueRow, ("CO", "invoices", "inv-1")).resolved_at is not None
         assert s.get(ErpInvoiceRow, ("CO", "inv-1")).remaining_minor == 1001
+
+
+def test_posting_a_draft_collected_through_payweave_takes_its_posted_status_and_number(sqlite_store):
+    """A draft invoice paid through a payment link, then posted in BC: the freeze keeps the
+    amounts, but the posted status and number are taken (the payment is recorded against it)."""
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    draft = _invoice(now).model_copy(update={"status": "Draft", "number": "S-INV1"})
+    with sqlite_store.transaction() as s:
+        apply_invoices(s, "CO", [draft], now)
+    with sqlite_store.transaction() as s:
+        row = s.get(ErpInvoiceRow, ("CO", "inv-1"))
+        row.paid_via_payweave = True
+    posted = _invoice(now + timedelta(seconds=5), total="90.00", remaining="90.00")  # Open, PS-INV1
+    with sqlite_store.transaction() as s:
+        stats = apply_invoices(s, "CO", [posted], now)
+    assert stats.ignored == 1
+    row = _row(sqlite_store, "CO", "inv-1")
+    assert (row.erp_status, row.number, row.total_incl_minor) == ("Open", "PS-INV1", 10000)
+    assert row.ignored_erp_changes == 1 and row.paid_via_payweave

@@ -320,6 +320,12 @@ def apply_invoices(session: Session, company_id: str, records: Sequence[ErpInvoi
             continue
         if row.paid_via_payweave:
             # Rule: once paid through payweave, later ERP edits are ignored (counted once each).
+            # Posting a draft that payweave collected is no edit: its posted status and number
+            # are taken (the payment is recorded in the ERP against the posted invoice).
+            fields = values.fields
+            if row.erp_status not in POSTED_STATUSES and fields["erp_status"] in POSTED_STATUSES:
+                row.erp_status, row.number = fields["erp_status"], fields["number"]
+                row.updated_at = now
             seen = row.last_ignored_change_at or row.erp_last_modified
             if seen is None or rec.last_modified > seen:
                 if values.digest != row.content_hash:
