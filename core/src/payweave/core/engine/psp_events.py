@@ -191,6 +191,9 @@ class PspEvents:
         self.store = engine.store
         self.log = get_logger(component="psp_events")
         self._insert: Any = None
+        #: entered around each event by :meth:`apply_pending` (the service's applier sets it, so
+        #: every sweep in the process yields to recording the same way)
+        self.pace: Callable[[], AbstractContextManager[Any]] | None = None
 
     # ================================================================== receiving
     def known_account(self, psp: str, account: str) -> bool:
@@ -305,8 +308,9 @@ class PspEvents:
         work, and what recovery runs after a restart). Safe alongside other appliers: each row
         is taken under its document's lock and applied once. An event that fails to apply (the
         database went away, say) stays ``received`` for the next run; the others go on.
-        ``pace``: a context entered around each event (the applier yields to recording there).
-        Returns how many it applied."""
+        ``pace``: a context entered around each event (the applier yields to recording there),
+        :attr:`pace` when not given. Returns how many it applied."""
+        pace = pace or self.pace
         done, after = 0, 0
         while True:
             ids = self.pending(limit, after=after)

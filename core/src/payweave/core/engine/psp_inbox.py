@@ -18,10 +18,10 @@ which
   earlier process recorded and never applied (a crash between answer and apply), and looks
   again every few seconds for events another process recorded.
 
-Recording comes first: while deliveries are coming in (one within the last second), the applier
-uses at most ``share`` (a fifth) of the time, pausing after each event for four times what it
-took, so a burst is acknowledged at nearly full speed and applied during and right after it,
-and applying still moves on under any load; with no deliveries it runs flat out. On SQLite (one writer for the whole database) the writer and the applier also
+Recording comes first: when deliveries queued up while the applier applied an event, it pauses
+for four times what that event took, so under load it uses at most ``share`` (a fifth) of the
+time: a burst is acknowledged at nearly full speed and applied during and right after it, and
+applying still moves on under any load; otherwise it runs flat out. On SQLite (one writer for the whole database) the writer and the applier also
 take turns on an in-process lock rather than meeting in SQLite's busy handler, which sleeps
 milliseconds at a time; the applier holds the store's writer lock before that turn, so the
 recording writer never waits for a payment operation's PSP call.
@@ -56,6 +56,10 @@ class WebhookNotRecorded(CoreError):
     code = "webhook_not_recorded"
     http_status = 503
     retryable = True
+
+
+class _Stopping(BaseException):
+    """The applier is stopping: out of apply_pending at once (not an error of one event)."""
 
 
 @dataclass
@@ -105,10 +109,12 @@ class EventApplier:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                applied = self.events.apply_pending(pace=self._pace)
+                applied = self.events.apply_pending(pace=self.pace)
                 if applied:
                     self.log.debug("webhook.applied", events=applied)
                 backoff = 0.0
+            except _Stopping:
+                return
             except Exception as exc:  # the store is away: try again a little later
                 backoff = min(max(backoff * 2, 0.1), self.interval)
                 self.log.error("webhook.applier_failed", error_type=type(exc).__name__)
@@ -117,9 +123,11 @@ class EventApplier:
             self._wake.wait(self.interval if self._poll else None)
 
     @contextlib.contextmanager
-    def _pace(self) -> Iterator[None]:
-        """Around each event: take the turn, and while deliveries are coming in, use at most
-        ``share`` of the time (recording first; applying still moves on under any load)."""
+    def pace(self) -> Iterator[None]:
+        """Around each event: take the turn; when deliveries queued up meanwhile, step back so as
+        to use at most ``share`` of the time (recording first; applying still moves on)."""
+        if self._stop.is_set() and threading.current_thread() is self._thread:
+            raise _Stopping  # unwinds apply_pending now; what is left stays received for the next start
         if self.inbox is None:
             yield
             return
@@ -130,7 +138,7 @@ class EventApplier:
         else:
             with store.serialized("_psp", "applier"), self.inbox.turn():  # SQLite: the writer lock, then the turn
                 yield
-        if self.inbox.recently_active(1.0):
+        if self.inbox.pressed():  # deliveries queued up meanwhile: step back, recording first
             self._stop.wait((time.monotonic() - started) * (1 - self.share) / self.share)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -148,11 +156,11 @@ class PspInbox:
         self.store = events.store
         self.max_rows = max_rows
         self.applier = applier or EventApplier(events, self)
+        events.pace = self.applier.pace  # any sweep of this process (maintenance, recovery) yields the same way
         self._cond = threading.Condition()
         self._waiting: list[_Delivery] = []
         self._committing = False
         self._writer_idle = False
-        self._last_activity = 0.0
         self._closed = False
         #: deliveries the writer committed, in how many groups (one transaction each), the largest group
         self.stats = {"deliveries": 0, "groups": 0, "largest_group": 0}
@@ -190,7 +198,6 @@ class PspInbox:
             if self._closed:
                 raise WebhookNotRecorded("The service is shutting down; please deliver the webhook again.")
             self._waiting.append(delivery)
-            self._last_activity = time.monotonic()
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="payweave-psp-inbox", daemon=True)
                 self._writer.start()
@@ -201,9 +208,9 @@ class PspInbox:
                 self._cond.notify_all()
         return await delivery.future
 
-    def recently_active(self, seconds: float) -> bool:
-        """Whether a delivery arrived or was committed within the last ``seconds``."""
-        return bool(self._waiting) or self._committing or time.monotonic() - self._last_activity < seconds
+    def pressed(self) -> bool:
+        """Whether deliveries are waiting for the writer or being committed right now."""
+        return bool(self._waiting) or self._committing
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
@@ -217,9 +224,7 @@ class PspInbox:
     # ------------------------------------------------------------------ the writer
     def _take(self) -> list[_Delivery] | None:
         with self._cond:
-            if self._committing:
-                self._committing = False
-                self._last_activity = time.monotonic()
+            self._committing = False
             while not self._waiting and not self._closed:
                 self._writer_idle = True
                 self._cond.wait()
@@ -238,12 +243,17 @@ class PspInbox:
 
     def _write_loop(self) -> None:
         while (group := self._take()) is not None:
-            results = self._commit(group)
-            self.stats["deliveries"] += len(group)
-            self.stats["groups"] += 1
-            self.stats["largest_group"] = max(self.stats["largest_group"], len(group))
-            if any(isinstance(r, dict) and r for _, r in results):
-                self.applier.wake()
+            results: list[tuple[_Delivery, dict[Key, int] | BaseException]]
+            try:
+                results = self._commit(group)
+                self.stats["deliveries"] += len(group)
+                self.stats["groups"] += 1
+                self.stats["largest_group"] = max(self.stats["largest_group"], len(group))
+                if any(isinstance(r, dict) and r for _, r in results):
+                    self.applier.wake()
+            except Exception as exc:  # never leave a request waiting, never let the writer die
+                self.log.error("webhook.writer_failed", error_type=type(exc).__name__)
+                results = [(delivery, exc) for delivery in group]
             self._release(results)
 
     def _insert(self, deliveries: list[_Delivery]) -> dict[Key, int]:
