@@ -20,6 +20,7 @@ import io
 import secrets
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -218,7 +219,12 @@ class World:
         self.ledgers = {profile: ledger_for(f"psp_mock:{self.account(profile)}") for profile in PROFILES}
         for ledger in self.ledgers.values():
             self.clock.follow(ledger.clock)
-        self.delivered_ids: dict[str, list[Delivery]] = {}
+        #: the latest deliveries (a late duplicate is drawn from them); per ledger, how many of
+        #: its events were handed out (events are only appended: no rescan of the history)
+        self.recent: deque[Delivery] = deque(maxlen=12)
+        self._event_cursor: dict[str, int] = {profile: 0 for profile in PROFILES}
+        self.bc_flows = 0
+        self.bc_rotations = 0
         self.retry_after_waits: list[float] = []
         self.redeliver: list[Delivery] = []
         self.race_threads: list[threading.Thread] = []
@@ -239,6 +245,23 @@ class World:
     @property
     def bc_company_id(self) -> str:
         return self.bc_company.id
+
+    def rotate_bc(self) -> None:
+        """Start using a new BC company (seeded, connected, accounts and payment methods set up).
+
+        Long runs move on to a fresh company now and then, as a partner has many: the
+        reconciliation reads every captured payment of a company on each run, so one company
+        holding thousands of schedules' payments would only measure that scan."""
+        from payweave.plugins.erp_businesscentral.sandbox import seed
+
+        self.bc_rotations += 1
+        with self.bc_state.lock:
+            known = set(self.bc_state.companies)
+        seed(self.bc_state, seed=11 + self.bc_rotations, customers=4, items=6, invoices_per_year=6, years=1, orders=1,
+             credit_memos=1, return_orders=1, draft_invoices=1)
+        with self.bc_state.lock:
+            self.bc_company = next(c for cid, c in self.bc_state.companies.items() if cid not in known)
+        self._connect_bc()
 
     # ------------------------------------------------------------------ database
     def _database(self, config: WorldConfig) -> str:
@@ -286,7 +309,9 @@ class World:
         bc_settings = BusinessCentralSettings(**self.bc_account)
         key = bc_plugin._client_key(bc_settings)
         if key not in bc_plugin._clients:
-            bc_plugin._clients[key] = BCClient(bc_settings, sleep=self._bc_sleep)
+            # (its rate limiter reads the same clock its waits move: the world's)
+            bc_plugin._clients[key] = BCClient(bc_settings, sleep=self._bc_sleep,
+                                               clock=lambda: self.clock.now().timestamp())
         engine = PaymentEngine(store, plugins, clock=self.clock, settings=self.settings)
         events = PspEvents(engine)
         links = PaymentLinks(engine, events, public_base_url="https://payweave.invalid")
@@ -344,14 +369,18 @@ class World:
         for method in methods:
             engine.save_payment_method(method)
         if self.config.bc:
-            cid = self.bc_company_id
-            self.proc.sync.connect(plugin=ERP)
-            self.proc.sync.set_account_setup(cid, payments_account=CLEARING, bank_account=BANK, fee_account=FEES,
-                                             actor="reliability")
-            engine.save_payment_method(PaymentMethodSetup(company_id=cid, code="PAYWEAVE", psp=PSP,
-                                                          psp_account=self.account("full"), capture_timing="on_posting"))
-            engine.save_payment_method(PaymentMethodSetup(company_id=cid, code="MANUAL", psp=PSP,
-                                                          psp_account=self.account("full")))
+            self._connect_bc()
+
+    def _connect_bc(self) -> None:
+        engine = self.engine
+        cid = self.bc_company_id
+        self.proc.sync.connect(plugin=ERP, erp_company_id=cid)
+        self.proc.sync.set_account_setup(cid, payments_account=CLEARING, bank_account=BANK, fee_account=FEES,
+                                         actor="reliability")
+        engine.save_payment_method(PaymentMethodSetup(company_id=cid, code="PAYWEAVE", psp=PSP,
+                                                      psp_account=self.account("full"), capture_timing="on_posting"))
+        engine.save_payment_method(PaymentMethodSetup(company_id=cid, code="MANUAL", psp=PSP,
+                                                      psp_account=self.account("full")))
 
     # ------------------------------------------------------------------ faults the world carries out
     def install_fault_handlers(self) -> None:
@@ -404,16 +433,16 @@ class World:
         out: list[Delivery] = []
         for profile, ledger in self.ledgers.items():
             with ledger.lock:
-                events = ledger.undelivered_events()
+                events = ledger.events[self._event_cursor[profile]:]
+                self._event_cursor[profile] = len(ledger.events)
                 for event in events:
                     ledger.delivered.add(event["id"])
             out += [Delivery(event, self.account(profile), profile) for event in events]
-        for d in out:
-            self.delivered_ids.setdefault(d.event_id, []).append(d)
+        self.recent.extend(out)
         return out
 
     def pending_webhooks_waiting(self) -> bool:
-        return any(ledger.undelivered_events() for ledger in self.ledgers.values())
+        return any(len(ledger.events) > self._event_cursor[p] for p, ledger in self.ledgers.items())
 
     def signed(self, delivery: Delivery) -> WebhookRequest:
         from payweave.plugins.psp_mock import signed_webhook
