@@ -20,10 +20,12 @@ from typing import Any
 
 
 def _account(sb: dict[str, Any], page_size: int) -> dict[str, Any]:
+    # the company is configured (``company_id``, as ``payweave connect --company`` or
+    # PAYWEAVE_BC_COMPANY_ID give it), as the floor knows it: connect lists no companies
     return {
         "tenant_id": sb["tenant_id"], "environment": sb["environment"], "client_id": sb["client_id"],
         "client_secret": sb["client_secret"], "token_url": f"{sb['url']}/{{tenant}}/oauth2/v2.0/token",
-        "api_base_url": sb["url"], "page_size": page_size,
+        "api_base_url": sb["url"], "page_size": page_size, "company_id": sb["company_id"],
     }
 
 

@@ -9,7 +9,9 @@ that of the syncing process alone. Requests are counted by the sandbox.
 
 * requests: every API request the sync made (the OAuth token requests are reported apart) vs
   the minimum ``sum over entity sets of ceil(records / page size)`` (the page size is BC's
-  maximum, 20,000, in the full size). Target <= 1.05 x minimum.
+  maximum, 20,000, in the full size). Target <= 1.05 x minimum. The connection names its
+  company (``company_id`` in the account, as the floor knows it), so ``connect`` lists no
+  companies; without it the list costs one more request.
 * time: initial sync vs the floor (token + every entity set the sync reads, same ``$expand``, same
   page size, each page parsed as JSON and dropped). The faster of two floor runs (one before,
   one after the sync) is the floor. Target ratio <= 1.5.

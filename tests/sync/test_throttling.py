@@ -7,7 +7,7 @@ from payweave.plugins.erp_businesscentral.sandbox import Fault
 
 
 def test_a_429_with_retry_after_is_waited_out(bc, sqlite_store):
-    bc.state.throttle.requests_per_window = 6
+    bc.state.throttle.requests_per_window = 3  # the initial sync makes about five requests
     bc.state.throttle.window_seconds = 1.0
     # a single retry per request: only waiting the announced Retry-After (not the short
     # exponential first backoff of 0.25 s) gets the retried request out of the window

@@ -9,11 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from payweave.core.engine import PaymentEngine
+from payweave.core.engine.psp_events import PspEvents
 from payweave.core.service import create_app
 from payweave.core.service.apikeys import ApiKeys
 from payweave.core.service.context import ServiceContext
+from payweave.core.store.service_models import PspEventRow
 from payweave.core.testing.documents import document_event, sales_document
 from payweave.core.testing.loopback import LoopbackServer
 from payweave.plugins.psp_mock import ledger_for, pending_webhooks
@@ -53,6 +56,28 @@ class Service:
     def ledger(self, account: str = "full"):
         return ledger_for(f"psp_mock:{account}")
 
+    def settled(self, responses: list[httpx.Response]) -> list[str]:
+        """The stored status of each event these webhook answers recorded, once applied."""
+        return settled(self.context.events, responses)
+
+
+def settled(events: PspEvents, responses: list[httpx.Response]) -> list[str]:
+    """Apply what the webhooks recorded (the applier's work after the answer, driven here so the
+    test does not race the applier thread) and return the stored status of each event the
+    answers name, in order; ``duplicate`` where the answer said so."""
+    events.apply_pending()
+    statuses = []
+    for response in responses:
+        assert response.status_code == 200, response.text
+        for event in response.json()["events"]:
+            if event["status"] == "duplicate":
+                statuses.append("duplicate")
+                continue
+            assert event["status"] == "received", event
+            with events.store.transaction() as s:
+                statuses.append(s.scalar(select(PspEventRow.status).where(PspEventRow.event_id == event["event_id"])))
+    return statuses
+
 
 @pytest.fixture
 def service(engine: PaymentEngine) -> Iterator[Service]:
@@ -73,6 +98,7 @@ def service(engine: PaymentEngine) -> Iterator[Service]:
         finally:
             for client in (a, b, anonymous):
                 client.close()
+            context.inbox.close()
 
 
 def document_json(document) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def test_payment_link_is_created_once_and_the_psp_decides_the_outcome(service, l
     assert len(returned) == 2 and all("not the redirect" in h["message"] for h in returned)
 
     # the webhooks arrive afterwards and change nothing more; the link is completed
-    statuses = [r.json()["events"][0]["status"] for r in service.deliver()]
+    statuses = service.settled(service.deliver())
     assert statuses == ["no_change", "no_change"]
     assert service.a.get(f"/v1/payment-links/{link['id']}").json()["status"] == "completed"
     captured = service.a.post(f"/v1/transactions/{link['transaction_id']}/capture", json={}).json()
@@ -92,8 +92,9 @@ def test_webhook_alone_completes_an_auto_capture_link(service, link_method):
     link_method("AUTO", "full", auto_capture=True)
     _, link = _link(service, "AUTO", amount="45.00")
     service.ledger().complete_link(link["psp_link_id"])
-    results = [r.json()["events"][0] for r in service.deliver()]
-    assert [(e["type"], e["status"]) for e in results] == [("captured", "applied"), ("link_completed", "no_change")]
+    responses = service.deliver()
+    types = [r.json()["events"][0]["type"] for r in responses]
+    assert list(zip(types, service.settled(responses), strict=True)) == [("captured", "applied"), ("link_completed", "no_change")]
     view = _tx(service, link["transaction_id"])
     assert view["status"] == "captured" and view["amounts"]["captured"] == "45.00"
 
@@ -117,7 +118,7 @@ def test_expired_link_fails_the_payment_and_a_new_link_can_follow(service, link_
     time_machine.advance(timedelta(hours=2))
     service.ledger().expire_due()
     [hook] = service.deliver()
-    assert hook.json()["events"][0]["status"] == "applied"
+    assert service.settled([hook]) == ["applied"]
     assert _tx(service, link["transaction_id"])["status"] == "failed"
     target, params = _return(service, link["id"], "success")
     assert target == ERROR_URL and params["payweave_status"] == "failed"

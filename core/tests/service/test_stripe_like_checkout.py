@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from payweave.core.engine import PaymentEngine
+from payweave.core.engine.psp_events import PspEvents
 from payweave.core.plugins import PluginManager
 from payweave.core.service import create_app
 from payweave.core.service.apikeys import ApiKeys
@@ -22,7 +23,7 @@ from payweave.hooks.models import EventType, PaymentLinkResult
 from payweave.plugins.psp_stripe_like.conformance import sandbox_environment
 
 from ..conftest import engine_settings
-from .conftest import CANCEL_URL, ERROR_URL, SUCCESS_URL, document_json
+from .conftest import CANCEL_URL, ERROR_URL, SUCCESS_URL, document_json, settled
 
 
 @pytest.fixture
@@ -45,11 +46,13 @@ def stripe_service(tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Client,
             with httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as api, \
                     httpx.Client(base_url=server.url, timeout=30) as psp:
                 yield api, psp, env, engine
+        context.inbox.close()
         store.dispose()
 
 
 def test_events_before_the_reference_is_known_are_applied_when_it_is(stripe_service):
-    api, psp, env, _ = stripe_service
+    api, psp, env, engine = stripe_service
+    events = PspEvents(engine)
     saved = api.put("/v1/payment-methods/STRIPE", json={
         "psp": "psp_stripe_like", "psp_account": "sbx", "start_payment": True,
         "success_url": SUCCESS_URL, "error_url": ERROR_URL, "cancel_url": CANCEL_URL})
@@ -65,12 +68,13 @@ def test_events_before_the_reference_is_known_are_applied_when_it_is(stripe_serv
     authorized = env.signed_webhook(EventType.AUTHORIZED, pi)
     early = psp.post("/webhooks/psp_stripe_like/sbx", content=authorized.body, headers=authorized.headers)
     assert early.status_code == 200, early.text
-    assert early.json()["events"][0]["status"] == "unmatched"
+    assert settled(events, [early]) == ["unmatched"]
     assert api.get(f"/v1/transactions/{link['transaction_id']}").json()["status"] == "pending"
 
     completed = env.signed_webhook(EventType.LINK_COMPLETED, pi)
     done = psp.post("/webhooks/psp_stripe_like/sbx", content=completed.body, headers=completed.headers)
     assert done.status_code == 200, done.text
+    assert settled(events, [done]) == ["applied"]
     view = api.get(f"/v1/transactions/{link['transaction_id']}").json()
     assert view["status"] == "reserved" and view["psp_reference"] == pi
     assert view["amounts"]["authorized"] == "64.00"

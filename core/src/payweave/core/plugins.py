@@ -476,6 +476,16 @@ class ErpClient:
                 raise PluginBug(f"Plugin {self.name!r} yielded {type(page).__name__} from erp_read_changes, not SyncPage.")
             yield page
 
+    def read_many_changes(self, account: Account, cursors: dict[SyncEntity, SyncCursor],
+                          page_size: int) -> Iterator[SyncPage]:
+        """``erp_read_many_changes`` (optional: NotSupported when the plugin lacks it)."""
+        pages = self._call("erp_read_many_changes", Iterable, account=account, cursors=cursors, page_size=page_size)
+        for page in pages:
+            if not isinstance(page, SyncPage) or page.entity not in cursors:
+                raise PluginBug(f"Plugin {self.name!r} yielded {type(page).__name__} from erp_read_many_changes, "
+                                "not a SyncPage of an entity asked for.")
+            yield page
+
     def read_document(self, account: Account, document_type: DocumentType, document_id: str) -> SalesDocument | None:
         return self.manager.call(
             self.name, "erp_read_document", (SalesDocument, type(None)),

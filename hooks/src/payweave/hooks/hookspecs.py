@@ -310,16 +310,37 @@ def psp_list_payouts(account: Account, since: datetime | None) -> list[Payout]:
 @_spec(firstresult=True)
 def erp_read_changes(account: Account, entity: SyncEntity, cursor: SyncCursor, page_size: int) -> Iterator[SyncPage]:
     """Stream the records of ``entity`` changed since ``cursor.since`` (and before
-    ``cursor.until`` when set), page by page, oldest change first. **Required for ERP plugins.**
+    ``cursor.until`` when set), page by page, oldest change first; newest change first when
+    ``cursor.newest_first`` is set (mark such pages ``newest_first=True``; a plugin that cannot
+    ignores the flag, and the core then reads the initial sync in two windows).
+    **Required for ERP plugins.**
 
     :param entity: customers, invoices (with lines), payments, credit memos, or document events
         (sales documents carrying a payweave payment method, with their changes).
     :param cursor: where the previous run stopped; resume from ``cursor.page_token`` if set.
-    :param page_size: the most records per page the core wants (the plugin may use less).
+    :param page_size: the most records per ERP request the core wants (the plugin may use less).
     :return: an iterator of :class:`~payweave.hooks.models.SyncPage`. Yield lazily: the core
         commits each page, then stores ``page.next_cursor``, so a crash repeats a page and never
-        skips one. Never hold the whole history in memory.
+        skips one. Never hold the whole history in memory, nor a whole large ERP response: a
+        plugin may yield one response in several pages (``requests=0`` after the first), each
+        with a cursor that resumes at that response.
     :raises TemporarilyUnavailable: after the plugin's own bounded retries (429/503 honoured).
+    """
+
+
+@_spec(firstresult=True)
+def erp_read_many_changes(account: Account, cursors: dict[SyncEntity, SyncCursor], page_size: int) -> Iterator[SyncPage]:
+    """Optional: :func:`erp_read_changes` for several entities at once, in fewer ERP requests
+    (a delta sync polls every entity; BC's ``$batch`` reads them in one request).
+
+    :param cursors: the entities to read, each with its cursor (never ``newest_first``).
+    :param page_size: as for :func:`erp_read_changes`.
+    :return: an iterator of :class:`~payweave.hooks.models.SyncPage` whose ``entity`` says
+        which stream each belongs to. Per entity, pages come in order and follow the rules of
+        :func:`erp_read_changes` (the core commits each page with its ``next_cursor``); pages of
+        different entities may interleave. Charge each request once, to one of its pages.
+    :raises NotSupported: for entities it cannot read together; the core then calls
+        :func:`erp_read_changes` for each entity.
     """
 
 

@@ -630,11 +630,14 @@ class ErpPayment(_Model):
 
 class SyncCursor(_Model):
     """Where a sync stream stands. ``since`` is the lastModifiedDateTime high-water mark;
-    ``until`` bounds a window (the 12-month pass); ``page_token`` resumes inside a window."""
+    ``until`` bounds a window; ``page_token`` resumes inside a stream. ``newest_first`` asks
+    for the records newest change first (the initial sync: the last 12 months arrive first and
+    the same stream goes on into the history)."""
 
     since: datetime | None = None
     until: datetime | None = None
     page_token: str | None = None
+    newest_first: bool = False
 
 
 class SyncPage(_Model):
@@ -644,6 +647,14 @@ class SyncPage(_Model):
     :param next_cursor: the cursor to store *after* the page is committed; None when the stream
         is exhausted for this run.
     :param high_water: the greatest ``last_modified`` in this page (the next delta's ``since``).
+    :param requests: the ERP requests this page cost (0 for a further part of a response
+        already counted).
+    :param newest_first: True when the stream delivers newest change first, as a cursor with
+        ``newest_first`` asks (a plugin that cannot leaves it False; the core then reads in
+        windows).
+    :param partial: True when more of the same ERP response follows in the next page (the
+        page's ``next_cursor`` then resumes by reading that response again); the core pauses a
+        stream only after a page that is not partial, so pausing costs no request.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -653,6 +664,8 @@ class SyncPage(_Model):
     next_cursor: SyncCursor | None
     high_water: datetime | None = None
     requests: int = 1
+    newest_first: bool = False
+    partial: bool = False
 
 
 class LedgerAccount(_Model):

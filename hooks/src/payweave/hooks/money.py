@@ -104,6 +104,10 @@ def to_minor_units(amount: Decimal, currency: str) -> int:
 
     Refuses amounts with more decimals than the currency has instead of rounding silently.
     """
+    if type(amount) is Decimal and amount.is_finite():  # the common case, without the detours
+        scaled = amount.scaleb(currency_exponent(currency))
+        if scaled == scaled.to_integral_value():
+            return int(scaled)
     checked = check_precision(to_decimal(amount), currency)
     return int(checked.scaleb(currency_exponent(currency)))
 

@@ -4,13 +4,19 @@ The PSP tells payweave what happened through webhooks that arrive at least once,
 of order, and racing the synchronous answer of the very call that caused them (DESIGN section 3,
 payment-peers D1-D3, D10). The rules here:
 
-* **Stored once.** Every event is recorded under ``(psp, account, event_id)``; a repeated
-  delivery changes nothing and is acknowledged (a check-then-insert race ends in the unique
-  constraint, also counted as a duplicate).
-* **Recorded and applied together.** The row and its effect on the transaction commit in one
-  database transaction, under the same per-document lock the engine holds for the whole of an
-  operation (intent, PSP call, outcome). A webhook racing the synchronous capture therefore
-  waits until the engine has recorded the capture, and then finds nothing left to do.
+* **Stored once.** Every event is recorded under ``(psp, account, event_id)`` (an insert that
+  skips a key stored before, so concurrent deliveries race in the unique constraint); a repeated
+  delivery changes nothing and is acknowledged as a duplicate.
+* **Recorded first, applied after.** The HTTP service records verified events ``received`` and
+  answers the PSP once they are committed (in groups, :mod:`.psp_inbox`); the applier then takes
+  each received event, oldest first, and applies it to its transaction in one database
+  transaction, under the same per-document lock the engine holds for the whole of an operation
+  (intent, PSP call, outcome). A webhook racing the synchronous capture therefore waits until
+  the engine has recorded the capture, and then finds nothing left to do. An event recorded but
+  not applied (a crash in between) is applied by the next applier run or recovery
+  (:meth:`PspEvents.apply_pending`, part of :meth:`PspEvents.reapply_deferred`); applying takes
+  the row under a lock and only while it is still ``received``, so it happens once.
+  :meth:`PspEvents.receive` does both in the caller's thread (in-process deliveries).
 * **Monotonic.** Events carry cumulative totals where the PSP gives them (captured, refunded):
   the ledger only moves up to what the PSP reports, never down, so an older event after a newer
   one is a no-op. State never moves backwards (a late ``authorized`` after ``captured`` changes
@@ -29,14 +35,13 @@ payment-peers D1-D3, D10). The rules here:
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from payweave.core.errors import CoreError
@@ -59,6 +64,8 @@ class UnknownPspAccount(CoreError):
 
 
 class EventStatus:
+    RECEIVED = "received"
+    """Recorded, not applied yet (the applier takes it next, also after a restart)."""
     APPLIED = "applied"
     """The event changed the transaction."""
     NO_CHANGE = "no_change"
@@ -87,6 +94,9 @@ MONEY_EVENTS = frozenset(
     }
 )
 _SERVICE_UNFINISHED = ("started", "unknown")
+#: Rows applying may still change: recorded and not applied yet, or waiting for an operation.
+_NOT_APPLIED = (EventStatus.RECEIVED, EventStatus.DEFERRED)
+DUPLICATE_NOTE = "This event was received before; nothing changed."
 
 
 class EventOutcome(BaseModel):
@@ -180,43 +190,157 @@ class PspEvents:
         self.engine = engine
         self.store = engine.store
         self.log = get_logger(component="psp_events")
+        self._insert: Any = None
 
     # ================================================================== receiving
     def known_account(self, psp: str, account: str) -> bool:
         """Accounts payweave uses: ``default``, the configured ones, those named by a setup."""
+        if self.configured_account(psp, account):
+            return True
         from payweave.core.store import PaymentMethodRow
 
-        if account == "default" or account in self.engine.settings.accounts.get(psp, {}):
-            return True
         with self.store.transaction() as s:
             return s.scalars(
                 select(PaymentMethodRow.code).where(PaymentMethodRow.psp == psp, PaymentMethodRow.psp_account == account)
             ).first() is not None
 
-    def receive(self, psp: str, account_name: str, request: WebhookRequest) -> list[EventOutcome]:
-        """Verify and parse a webhook with the PSP's plugin, then record and apply each event."""
+    def configured_account(self, psp: str, account: str) -> bool:
+        """Known without asking the store: ``default`` or an account of the settings."""
+        return account == "default" or account in self.engine.settings.accounts.get(psp, {})
+
+    def verify(self, psp: str, account_name: str, request: WebhookRequest, *, known: bool | None = None) -> list[PspEvent]:
+        """Verify and parse a webhook with the PSP's plugin (which checks the signature in constant
+        time before it parses). ``known``: whether the account is known, if the caller checked."""
         client = self.engine.plugins.psp(psp)  # UnknownPlugin (404) for a plugin not loaded
-        if not self.known_account(psp, account_name):
+        if not (known if known is not None else self.known_account(psp, account_name)):
             raise UnknownPspAccount(
                 f"There is no account {account_name!r} of PSP {psp!r} here.", details={"psp": psp, "account": account_name}
             )
         account = self.engine.account(psp, account_name)
         try:
-            events = client.parse_webhook(account, request)
+            return client.parse_webhook(account, request)
         except PayweaveError as exc:
             WEBHOOK_EVENTS.labels(psp, "rejected").inc()
             self.log.warning("webhook.rejected", psp=psp, account=account_name, code=exc.code)
             raise
+
+    def receive(self, psp: str, account_name: str, request: WebhookRequest) -> list[EventOutcome]:
+        """Verify a webhook, record its events and apply them now, in this thread (the HTTP
+        service records in groups and applies after answering: :mod:`.psp_inbox`)."""
+        events = self.verify(psp, account_name, request)
         return [self.record(psp, account_name, event, received_at=request.received_at) for event in events]
 
     def record(self, psp: str, account: str, event: PspEvent, *, received_at: datetime) -> EventOutcome:
+        """Record one event and apply it now. A repeat is a duplicate, unless the first delivery
+        was recorded and not applied yet (or deferred): then it is applied (re-evaluated) now."""
+        with self.store.transaction() as s:
+            inserted = self.insert_received(s, [self.row_values(psp, account, event, received_at)])
+            row_id = inserted.get((psp, account, event.event_id))
+            if row_id is None:
+                existing = s.execute(
+                    select(PspEventRow.id, PspEventRow.status, PspEventRow.transaction_id).where(
+                        PspEventRow.psp == psp, PspEventRow.psp_account == account, PspEventRow.event_id == event.event_id)
+                ).first()
+        if row_id is None:
+            if existing is None or existing.status not in _NOT_APPLIED:
+                return self._count(psp, EventOutcome(
+                    event_id=event.event_id, type=event.type, status=EventStatus.DUPLICATE,
+                    transaction_id=existing.transaction_id if existing is not None else None, message=DUPLICATE_NOTE))
+            row_id = existing.id
+        return self.apply_row(row_id)
+
+    @staticmethod
+    def row_values(psp: str, account: str, event: PspEvent, received_at: datetime) -> dict[str, Any]:
+        """The ``psp_events`` row of a verified event, as recorded before it is applied."""
+        return {
+            "psp": psp, "psp_account": account, "event_id": event.event_id, "event_type": event.type.value,
+            "raw_type": event.raw_type, "occurred_at": event.occurred_at, "received_at": received_at,
+            "psp_reference": event.psp_reference, "link_id": event.link_id, "payout_id": event.payout_id,
+            "status": EventStatus.RECEIVED, "note": "", "event": event.model_dump(mode="json"),
+        }
+
+    def insert_received(self, s: Session | Connection, rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+        """Insert event rows (:meth:`row_values`) in the transaction of ``s`` (a session or a
+        connection), one statement, skipping events stored before (the unique ``(psp, account,
+        event_id)`` decides, also against a concurrent insert). Returns the row id of each event
+        inserted, by key; a key absent from the answer was a duplicate. Repeats inside ``rows``
+        are inserted once."""
+        unique: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for row in rows:
+            unique.setdefault((row["psp"], row["psp_account"], row["event_id"]), row)
+        if not unique:
+            return {}
+        return {(r[0], r[1], r[2]): r[3] for r in s.execute(self._insert_statement(), list(unique.values()))}
+
+    def _insert_statement(self) -> Any:
+        if self._insert is None:
+            if self.store.is_postgres:
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            table = PspEventRow.__table__
+            self._insert = (
+                insert(table).on_conflict_do_nothing(index_elements=["psp", "psp_account", "event_id"])
+                .returning(table.c.psp, table.c.psp_account, table.c.event_id, table.c.id)
+            )
+        return self._insert
+
+    def _count(self, psp: str, outcome: EventOutcome) -> EventOutcome:
+        WEBHOOK_EVENTS.labels(psp, outcome.status).inc()
+        self.log.debug("webhook.event", psp=psp, event_id=outcome.event_id, type=outcome.type.value, result=outcome.status,
+                       transaction=outcome.transaction_id)
+        return outcome
+
+    # ================================================================== applying recorded events
+    def pending(self, limit: int = 500, *, after: int = 0) -> list[int]:
+        """Ids of events recorded and not applied yet (``received``), oldest first."""
+        with self.store.transaction() as s:
+            return list(s.scalars(
+                select(PspEventRow.id).where(PspEventRow.status == EventStatus.RECEIVED, PspEventRow.id > after)
+                .order_by(PspEventRow.id).limit(limit)
+            ))
+
+    def apply_pending(self, limit: int = 500, *, pace: Callable[[], AbstractContextManager[Any]] | None = None) -> int:
+        """Apply every event recorded and not applied yet, in the order received (the applier's
+        work, and what recovery runs after a restart). Safe alongside other appliers: each row
+        is taken under its document's lock and applied once. An event that fails to apply (the
+        database went away, say) stays ``received`` for the next run; the others go on.
+        ``pace``: a context entered around each event (the applier yields to recording there).
+        Returns how many it applied."""
+        done, after = 0, 0
+        while True:
+            ids = self.pending(limit, after=after)
+            for row_id in ids:
+                try:
+                    with pace() if pace is not None else nullcontext():
+                        applied = self.apply_row(row_id)
+                    if applied is not None:
+                        done += 1
+                except Exception as exc:  # noqa: BLE001 - kept for the next run; one event never blocks the rest
+                    self.log.error("webhook.apply_failed", row=row_id, error_type=type(exc).__name__)
+            if len(ids) < limit:
+                return done
+            after = ids[-1]
+
+    def apply_row(self, row_id: int) -> EventOutcome | None:
+        """Apply one recorded event (``received``, or ``deferred`` to re-evaluate) to its
+        transaction, under the transaction's document lock and in one database transaction; an
+        event for no known transaction is settled as unmatched, ignored or stored. None when the
+        row is gone; the row's state when another applier took it first."""
         for _ in range(3):
             with self.store.transaction() as s:
+                row = s.get(PspEventRow, row_id)
+                if row is None:
+                    return None
+                psp, account = row.psp, row.psp_account
+                if row.status not in _NOT_APPLIED:
+                    return self._settled(row)
+                event = PspEvent.model_validate(row.event)
                 target = self._target(s, psp, account, event)
             if target is not None:
                 company, tx_id, lock_key = target
                 with self.store.serialized(company, lock_key):
-                    outcome = self._record_for_transaction(psp, account, event, received_at, company, tx_id)
+                    outcome = self._apply_to_transaction(row_id, event, company, tx_id)
                 if outcome is not None:
                     return self._count(psp, outcome)
                 continue  # the transaction changed under us (e.g. renewed): look again
@@ -224,16 +348,21 @@ class PspEvents:
                 with self.store.transaction() as s:
                     if self._target(s, psp, account, event) is not None:
                         continue  # the reference became known meanwhile: apply it to its transaction
-                    outcome = self._record_unattached(s, psp, account, event, received_at)
+                    outcome = self._settle_unattached(s, row_id, event)
             return self._count(psp, outcome)
         with self.store.transaction() as s:  # pragma: no cover - three changes in a row
-            return self._count(psp, self._record_unattached(s, psp, account, event, received_at))
+            return self._count(psp, self._settle_unattached(s, row_id, PspEvent.model_validate(s.get(PspEventRow, row_id).event)))
 
-    def _count(self, psp: str, outcome: EventOutcome) -> EventOutcome:
-        WEBHOOK_EVENTS.labels(psp, outcome.status).inc()
-        self.log.info("webhook.event", psp=psp, event_id=outcome.event_id, type=outcome.type.value, result=outcome.status,
-                      transaction=outcome.transaction_id)
-        return outcome
+    @staticmethod
+    def _locked_row(s: Session, row_id: int) -> PspEventRow | None:
+        """The row, locked against another applier until this transaction ends (PostgreSQL; on
+        SQLite the transaction holds the database's write lock already)."""
+        return s.get(PspEventRow, row_id, with_for_update=True, populate_existing=True)
+
+    @staticmethod
+    def _settled(row: PspEventRow) -> EventOutcome:
+        return EventOutcome(event_id=row.event_id, type=EventType(row.event_type), status=row.status,
+                            transaction_id=row.transaction_id, message=row.note)
 
     @staticmethod
     def _reference_lock(psp: str, account: str, event: PspEvent) -> str:
@@ -273,53 +402,24 @@ class PspEvents:
                     return tx.company_id, tx.id, doc_lock_key(tx)
         return None
 
-    def _new_row(self, psp: str, account: str, event: PspEvent, received_at: datetime, status: str) -> PspEventRow:
-        return PspEventRow(
-            psp=psp,
-            psp_account=account,
-            event_id=event.event_id,
-            event_type=event.type.value,
-            raw_type=event.raw_type,
-            occurred_at=event.occurred_at,
-            received_at=received_at,
-            psp_reference=event.psp_reference,
-            link_id=event.link_id,
-            payout_id=event.payout_id,
-            status=status,
-            note="",
-            event=event.model_dump(mode="json"),
-        )
-
-    def _existing(self, s: Session, psp: str, account: str, event_id: str) -> PspEventRow | None:
-        return s.scalars(
-            select(PspEventRow).where(
-                PspEventRow.psp == psp, PspEventRow.psp_account == account, PspEventRow.event_id == event_id
-            )
-        ).first()
-
-    def _record_unattached(self, s: Session, psp: str, account: str, event: PspEvent, received_at: datetime) -> EventOutcome:
-        if self._existing(s, psp, account, event.event_id) is not None:
-            return EventOutcome(event_id=event.event_id, type=event.type, status=EventStatus.DUPLICATE,
-                                message="This event was received before; nothing changed.")
+    def _settle_unattached(self, s: Session, row_id: int, event: PspEvent) -> EventOutcome:
+        """An event no transaction has (yet): kept ``unmatched`` (applied when a transaction gets
+        its reference), ``ignored`` (a reference replaced since) or ``stored`` (no payment)."""
+        row = self._locked_row(s, row_id)
+        assert row is not None
+        if row.status not in _NOT_APPLIED:
+            return self._settled(row)
         about_payment = event.psp_reference is not None or event.link_id is not None
         if about_payment and event.type is not EventType.UNKNOWN:
             status, note = EventStatus.UNMATCHED, (
                 "No payment with this reference is known yet; the event is applied when one gets it."
             )
-            superseded = self._superseded_by(s, psp, account, event)
+            superseded = self._superseded_by(s, row.psp, row.psp_account, event)
             if superseded is not None:
                 status, note = EventStatus.IGNORED, superseded
         else:
             status, note = EventStatus.STORED, "Stored for reconciliation; it concerns no payment."
-        row = self._new_row(psp, account, event, received_at, status)
-        row.note = note
-        try:
-            with s.begin_nested():
-                s.add(row)
-                s.flush()
-        except IntegrityError:
-            return EventOutcome(event_id=event.event_id, type=event.type, status=EventStatus.DUPLICATE,
-                                message="This event was received before; nothing changed.")
+        row.status, row.note = status, note
         return EventOutcome(event_id=event.event_id, type=event.type, status=status, message=note)
 
     def _superseded_by(self, s: Session, psp: str, account: str, event: PspEvent) -> str | None:
@@ -343,26 +443,22 @@ class PspEvents:
         )
 
     # ================================================================== applying
-    def _record_for_transaction(
-        self, psp: str, account: str, event: PspEvent, received_at: datetime, company: str, tx_id: str
-    ) -> EventOutcome | None:
-        """Under the document lock: record the event and apply it, in one database transaction.
-        None when the transaction is no longer the event's target (look it up again)."""
+    def _apply_to_transaction(self, row_id: int, event: PspEvent, company: str, tx_id: str) -> EventOutcome | None:
+        """Under the document lock, in one database transaction: apply a recorded event. None
+        when the transaction is no longer the event's target (look it up again)."""
         with self.store.transaction() as s:
-            target = self._target(s, psp, account, event)
+            row = self._locked_row(s, row_id)
+            if row is None:
+                return None
+            if row.status not in _NOT_APPLIED:
+                return self._settled(row)
+            target = self._target(s, row.psp, row.psp_account, event)
             if target is None or target[:2] != (company, tx_id):
                 return None
             tx = s.get(TransactionRow, tx_id)
             assert tx is not None
-            row = self._existing(s, psp, account, event.event_id)
-            if row is not None and row.status != EventStatus.DEFERRED:
-                return EventOutcome(event_id=event.event_id, type=event.type, status=EventStatus.DUPLICATE,
-                                    transaction_id=row.transaction_id, message="This event was received before; nothing changed.")
-            if row is None:
-                self._reapply_deferred(s, tx)
-                row = self._new_row(psp, account, event, received_at, EventStatus.DEFERRED)
-                s.add(row)
-                s.flush()
+            if row.status == EventStatus.RECEIVED:
+                self._reapply_deferred(s, tx)  # what waited for this transaction comes first
             status, note = self._apply(s, tx, row, event)
             return EventOutcome(event_id=event.event_id, type=event.type, status=status, transaction_id=tx.id, message=note)
 
@@ -718,7 +814,9 @@ class PspEvents:
         return len(rows)
 
     def reapply_deferred(self, company_id: str | None = None, transaction_id: str | None = None) -> int:
-        """Re-evaluate deferred events of transactions whose operations have finished."""
+        """Re-evaluate deferred events of transactions whose operations have finished; without
+        arguments (recovery, the service's maintenance) also apply events recorded and not
+        applied yet, and unmatched ones whose reference a transaction has by now."""
         query = select(PspEventRow.company_id, PspEventRow.transaction_id).where(PspEventRow.status == EventStatus.DEFERRED)
         if company_id is not None:
             query = query.where(PspEventRow.company_id == company_id)
@@ -734,7 +832,7 @@ class PspEvents:
                     if tx is not None:
                         done += self._reapply_deferred(s, tx)
         if company_id is None and transaction_id is None:
-            done += self.apply_unmatched()
+            done += self.apply_pending() + self.apply_unmatched()
         return done
 
     def apply_unmatched(self, limit: int = 500) -> int:

@@ -14,6 +14,7 @@ from payweave.core.engine import PaymentEngine
 from payweave.core.engine.links import PaymentLinks
 from payweave.core.engine.mandates import Mandates
 from payweave.core.engine.psp_events import PspEvents
+from payweave.core.engine.psp_inbox import PspInbox
 from payweave.core.jobs.clock import Clock
 from payweave.core.metrics import set_backlog_source
 from payweave.core.plugins import PluginManager
@@ -42,6 +43,8 @@ class ServiceContext:
     settings: PayweaveSettings
     engine: PaymentEngine
     events: PspEvents = field(init=False)
+    inbox: PspInbox = field(init=False)
+    """Webhook events: recorded in groups by the HTTP route, applied after the answer."""
     links: PaymentLinks = field(init=False)
     mandates: Mandates = field(init=False)
     store: Any = field(init=False)
@@ -49,6 +52,7 @@ class ServiceContext:
 
     def __post_init__(self) -> None:
         self.events = PspEvents(self.engine)
+        self.inbox = PspInbox(self.events)
         self.links = PaymentLinks(self.engine, self.events, public_base_url=self.settings.service.public_base_url)
         self.mandates = Mandates(self.engine, self.events)
         store = self.engine.store
@@ -64,6 +68,7 @@ class ServiceContext:
 
     def close(self) -> None:
         set_backlog_source(None)
+        self.inbox.close()
         self.engine.store.dispose()
 
 

@@ -1,5 +1,5 @@
-"""Running the service: the app with its context, the in-process job worker and the service's
-own maintenance (replaying payment-link creations and mandate charges whose outcome is unknown,
+"""Running the service: the app with its context, the webhook applier, the in-process job worker
+and the service's own maintenance (replaying payment-link creations and mandate charges whose outcome is unknown,
 re-evaluating deferred PSP events), for ``payweave serve``.
 
 ``app_factory`` builds everything from ``PAYWEAVE_*`` settings in each uvicorn worker process
@@ -76,6 +76,7 @@ class Runtime:
         self._stoppers: list[Any] = []
 
     def start(self) -> Runtime:
+        self.context.inbox.start()  # applies webhook events a previous run recorded and never applied
         self._stoppers.append(Maintenance(self.context).start())
         if self.job_worker:
             from payweave.core.jobs.worker import BackgroundWorker

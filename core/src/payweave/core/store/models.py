@@ -87,6 +87,8 @@ class TransactionRow(Base):
         UniqueConstraint("company_id", "psp", "psp_account", "psp_reference"),
         Index("ix_transactions_company_document", "company_id", "document_type", "document_id"),
         Index("ix_transactions_company_status", "company_id", "status"),
+        # a PSP event names its payment by the PSP's reference only (no company): applying looks it up so
+        Index("ix_transactions_psp_reference", "psp", "psp_account", "psp_reference"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

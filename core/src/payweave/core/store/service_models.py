@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .models import Base, BigId, UtcDateTime
@@ -61,6 +61,9 @@ class PspEventRow(Base):
         UniqueConstraint("psp", "psp_account", "event_id"),
         Index("ix_psp_events_reference", "psp", "psp_account", "psp_reference", "status"),
         Index("ix_psp_events_transaction", "company_id", "transaction_id"),
+        # the applier's queue: events recorded and not applied yet (a partial index stays small)
+        Index("ix_psp_events_received", "id", sqlite_where=text("status = 'received'"),
+              postgresql_where=text("status = 'received'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -76,7 +79,7 @@ class PspEventRow(Base):
     payout_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     company_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     transaction_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
-    #: applied | no_change | deferred | unmatched | stored | ignored
+    #: received (not applied yet) | applied | no_change | deferred | unmatched | stored | ignored
     status: Mapped[str] = mapped_column(String(20))
     note: Mapped[str] = mapped_column(Text, default="")
     operation_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -349,17 +349,21 @@ def apply_invoices(session: Session, company_id: str, records: Sequence[ErpInvoi
         recompute_open(row, wbs)
         lines_to_replace[rec.invoice_id] = values.lines
         stats.updated += 1
+    # new rows go in as Core executemany inserts (no ORM bookkeeping per row: the initial sync
+    # inserts every invoice and line of the history this way)
     if new_rows:
-        session.execute(insert(ErpInvoiceRow), new_rows)
+        session.execute(insert(ErpInvoiceRow.__table__), new_rows)
     if new_settlements:
-        session.execute(insert(ErpPaymentRow), new_settlements)
+        session.execute(insert(ErpPaymentRow.__table__), new_settlements)
     if lines_to_replace:
         session.flush()
-        session.execute(delete(ErpInvoiceLineRow).where(
-            ErpInvoiceLineRow.company_id == company_id, ErpInvoiceLineRow.invoice_id.in_(list(lines_to_replace))))
+        replaced = [i for i in lines_to_replace if i in rows]  # new invoices have no lines yet
+        if replaced:
+            session.execute(delete(ErpInvoiceLineRow).where(
+                ErpInvoiceLineRow.company_id == company_id, ErpInvoiceLineRow.invoice_id.in_(replaced)))
         new_lines = [ln for lines in lines_to_replace.values() for ln in lines]
         if new_lines:
-            session.execute(insert(ErpInvoiceLineRow), new_lines)
+            session.execute(insert(ErpInvoiceLineRow.__table__), new_lines)
     _resolve_issues(session, company_id, SyncEntity.INVOICES.value, resolved, now)
     return stats
 

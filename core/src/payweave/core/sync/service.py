@@ -4,24 +4,29 @@ webhook subscriptions alive, set up accounts, write payments and deposits back.
 Initial sync (DESIGN 5, the reconciliation primer's "Initial Sync")
 -------------------------------------------------------------------
 ``connect`` fixes the boundary ``R = now - recent_days`` (365) and puts the company in
-**Pending**. The initial sync then reads, entity by entity (customers, invoices with lines,
-credit memos, payments):
+**Pending**. Each entity (customers, invoices with lines, credit memos, payments) is one stream
+read **newest change first** (``SyncCursor.newest_first``):
 
-1. ``recent``: records changed at or after ``R`` (the last 12 months), then their PDFs;
-2. ``history``: records changed before ``R`` (all older history), then their PDFs;
+1. ``recent``: from the newest record until the first whole ERP response that reaches back past
+   ``R`` (the last 12 months and the rest of that response), then their PDFs;
+2. ``history``: the same stream on from there (the ``history`` cursor takes over the resume
+   token), then their PDFs;
 
-and reports **Connected**. The two windows together cover every record whatever the clocks say
-(``[R, now]`` and ``(-inf, R)``). The delta stream of each entity starts at the high-water mark of
-its ``recent`` window, so everything changed while the history was read is picked up by the
-first delta.
+and reports **Connected**: every record read once, at one request per page. The delta of each
+entity starts where its stream started (the newest record of its first page, minus the overlap):
+what changes during the sync moves to the front of the stream, behind the reader, and is the
+next delta's, so the run that completes the initial sync reads no delta. A plugin that cannot
+read newest first gets the two windows (``[R, now]`` oldest first, then ``(-inf, R)``), as
+connections made before newest-first reads have them (their ``recent`` cursor has ``since``).
 
 Cursors and crashes
 -------------------
 Every page is applied and its cursor stored **in one database transaction** (the cursor is the
-ERP's opaque resume token inside a window, and the high-water ``lastModifiedDateTime``
+ERP's opaque resume token inside a stream, and the high-water ``lastModifiedDateTime``
 between runs). A crash rolls back the page being applied and the next run repeats it; nothing
 is skipped, and upserts make the repetition harmless. Pages are pulled from the plugin's
-generator one at a time (memory stays flat however long the history is).
+generator one at a time (memory stays flat however long the history is; the BC plugin parses a
+response as it arrives and yields it in parts).
 
 One run per company: a run holds a lease on the connection row (renewed and *fenced* on every
 page commit; a run whose lease was taken over rolls back instead of writing). A lease held by a
@@ -30,7 +35,8 @@ process on this host that no longer exists is taken over at once; others expire.
 Delta, webhooks, fallback polling
 ---------------------------------
 ``run_sync`` on a connected company reads each entity's changes since its high-water mark
-(minus a small overlap), plus document events (DESIGN 5a) when enabled. ERP webhooks
+(minus a small overlap), plus document events (DESIGN 5a) when enabled; several entities at once
+through the plugin's optional ``erp_read_many_changes`` (BC: one ``$batch``). ERP webhooks
 (``ensure_subscriptions``, renewed before they expire) make it near real time:
 ``handle_notification`` verifies a notification through the plugin and syncs (or enqueues a
 sync of) the named entities; polling every ``poll_interval`` is the fallback.
@@ -145,6 +151,17 @@ def _dead_local_owner(owner: str) -> bool:
         return False
 
 
+def _newest_first(recent: ErpSyncCursorRow | None) -> bool:
+    """True when an entity's initial sync is one newest-first stream (its ``recent`` cursor
+    is unbounded); False for two windows (``recent`` from the boundary, ``history`` before it:
+    connections made before newest-first reads, or a plugin that cannot read newest first)."""
+    return recent is not None and recent.since is None and recent.until is None
+
+
+class _OldestFirst(Exception):
+    """The plugin answered a newest-first read oldest first (it does not support the order)."""
+
+
 @dataclass
 class _Run:
     company_id: str
@@ -154,6 +171,7 @@ class _Run:
     report: SyncReport
     progress: ProgressCallback | None
     default_currency: str | None
+    boundary: datetime | None = None
 
 
 class ErpSyncService(WritebackMixin, EventsMixin):
@@ -241,10 +259,14 @@ class ErpSyncService(WritebackMixin, EventsMixin):
             erp_company_id = getattr(base.settings, "company_id", None) or None
         erp = self.plugins.erp(plugin)
         name = ""
-        try:
-            companies = erp.list_companies(base)
-        except NotSupported:
-            companies = []
+        companies: list[Any] = []
+        # A known company is checked by the initial sync's first read (no request of its own);
+        # an unknown one is chosen from the ERP's list.
+        if not (erp_company_id and run_initial):
+            try:
+                companies = erp.list_companies(base)
+            except NotSupported:
+                companies = []
         if not erp_company_id:
             if len(companies) != 1:
                 listed = "; ".join(f"{c.company_id} ({c.display_name or c.name})" for c in companies) or "none listed"
@@ -261,6 +283,7 @@ class ErpSyncService(WritebackMixin, EventsMixin):
         company_id = company_id or erp_company_id
         currency = normalize_currency(default_currency) if default_currency else None
         now = self.clock.now()
+        created = False
         with self.store.transaction() as s:
             conn = s.get(ErpConnectionRow, company_id, with_for_update=True)
             if conn is not None:
@@ -283,11 +306,18 @@ class ErpSyncService(WritebackMixin, EventsMixin):
                 )
                 s.add(conn)
                 self._create_cursors(s, company_id, boundary, now)
+                created = True
                 self.log.info("erp.connect", company=company_id, plugin=plugin, erp_company=erp_company_id)
         if secret:
             self._secret_overrides[company_id] = secret
         if run_initial:
-            self.run_sync(company_id, progress=progress)
+            try:
+                self.run_sync(company_id, progress=progress)
+            except RemoteNotFound as exc:
+                if created and not companies and self._forget_unread_connection(company_id):
+                    raise SyncError(f"The ERP has no company {erp_company_id} ({exc.message}).",
+                                    code="erp_company_unknown", details={"company": erp_company_id}) from None
+                raise
             self.schedule_next_poll(company_id)
         elif self.queue is not None:  # a worker runs the initial sync
             from .jobs import ACTION_SYNC, enqueue_erp_job
@@ -296,15 +326,32 @@ class ErpSyncService(WritebackMixin, EventsMixin):
                 enqueue_erp_job(self.queue, s, company_id=company_id, action=ACTION_SYNC)
         return self.connection(company_id)
 
+    def _forget_unread_connection(self, company_id: str) -> bool:
+        """Remove a connection whose initial sync could not read a single page (the ERP company
+        does not exist); False (and nothing removed) once anything was read."""
+        with self.store.transaction() as s:
+            cursors = list(s.scalars(select(ErpSyncCursorRow).where(ErpSyncCursorRow.company_id == company_id)))
+            if any(c.pages for c in cursors):
+                return False
+            for c in cursors:
+                s.delete(c)
+            conn = s.get(ErpConnectionRow, company_id)
+            if conn is not None:
+                s.delete(conn)
+        self._accounts.pop(company_id, None)
+        return True
+
     def _create_cursors(self, s: Session, company_id: str, boundary: datetime, now: datetime) -> None:
         def add(entity: SyncEntity, stream: str, **kw: Any) -> None:
             s.add(ErpSyncCursorRow(company_id=company_id, entity=entity.value, stream=stream, state="pending",
                                    pages=0, records=0, requests=0, updated_at=now, **kw))
 
         for entity in ENTITY_ORDER:
-            add(entity, PHASE_RECENT, since=boundary)
+            # one stream per entity, newest first (see _initial_cursor): ``recent`` reads it
+            # past the boundary, ``history`` goes on from there (its ``until`` bounds a restart)
+            add(entity, PHASE_RECENT)
             add(entity, PHASE_HISTORY, until=boundary)
-            add(entity, PHASE_DELTA)  # its start is set when the recent window ends
+            add(entity, PHASE_DELTA)  # its start is set by the recent stream's first page
         # document events: only what happens from now on (never replay old releases)
         add(SyncEntity.DOCUMENT_EVENTS, PHASE_DELTA,
             since=now - timedelta(seconds=self.settings.delta_overlap_seconds))
@@ -371,17 +418,22 @@ class ErpSyncService(WritebackMixin, EventsMixin):
         report = SyncReport(company_id)
         with bound_contextvars(company=company_id), self._leased(company_id) as (owner, conn):
             erp, account = self._erp(company_id, conn)
-            run = _Run(company_id, owner, erp, account, report, progress, conn.default_currency)
+            run = _Run(company_id, owner, erp, account, report, progress, conn.default_currency, conn.recent_boundary)
             try:
                 if full and conn.connected_at is not None:
                     self._start_full(run)
-                if conn.connected_at is None:
+                initial = conn.connected_at is None
+                if initial:
                     self._run_initial(run)
                 self._run_phase(run, PHASE_FULL, ENTITY_ORDER, pdfs=True)
                 wanted = list(entities) if entities is not None else [*ENTITY_ORDER, SyncEntity.DOCUMENT_EVENTS]
                 if not self.settings.document_events and SyncEntity.DOCUMENT_EVENTS in wanted:
                     wanted.remove(SyncEntity.DOCUMENT_EVENTS)
-                self._run_phase(run, PHASE_DELTA, wanted, pdfs=SyncEntity.INVOICES in wanted)
+                if not initial:
+                    # the run that completes the initial sync reads no delta: each delta stream
+                    # starts where its initial stream started, so the next run (a poll or a
+                    # notification) picks up whatever changed meanwhile
+                    self._run_phase(run, PHASE_DELTA, wanted, pdfs=SyncEntity.INVOICES in wanted)
             except BaseException as exc:
                 self._failed(run, exc)
                 raise
@@ -438,7 +490,10 @@ class ErpSyncService(WritebackMixin, EventsMixin):
             todo = [e for e in entities if e.value in rows and rows[e.value].state != "unsupported"
                     and (phase == PHASE_DELTA or rows[e.value].state != "done")]
             if not todo:
-                return
+                conn = s.get(ErpConnectionRow, run.company_id)
+                if not (phase == PHASE_HISTORY and conn is not None and conn.phase == PHASE_RECENT):
+                    return
+                # every stream ended inside the last 12 months: the history phase is shown, empty
             conn = self._fence(s, run, now)
             if phase in INITIAL_PHASES:
                 conn.status = PENDING
@@ -446,19 +501,78 @@ class ErpSyncService(WritebackMixin, EventsMixin):
                                       else "Initial sync: all history before the last 12 months.")
             conn.phase = phase
             status = conn.status
+            recent = {}
+            if phase == PHASE_HISTORY:
+                recent = {r.entity: r for r in s.scalars(select(ErpSyncCursorRow).where(
+                    ErpSyncCursorRow.company_id == run.company_id, ErpSyncCursorRow.stream == PHASE_RECENT))}
             for entity in todo:
                 row = rows[entity.value]
                 row.state = "running"
                 if phase == PHASE_DELTA or row.started_at is None:
                     row.started_at = now
                 row.updated_at = now
-                cursors[entity] = SyncCursor(since=row.since, until=row.until, page_token=row.page_token)
+                newest_first = phase in INITIAL_PHASES and _newest_first(row if phase == PHASE_RECENT
+                                                                         else recent.get(entity.value))
+                cursors[entity] = SyncCursor(since=row.since, until=row.until, page_token=row.page_token,
+                                             newest_first=newest_first)
         run.report.phase, run.report.status = phase, status
         self._emit(run, ProgressEvent(run.company_id, "phase", phase, status=status))
+        if phase == PHASE_DELTA and len(todo) > 1:
+            todo = self._run_many(run, phase, {e: cursors[e] for e in todo})
+            if todo:
+                cursors = self._stored_cursors(run.company_id, phase, todo)
         for entity in todo:
             self._run_stream(run, entity, phase, cursors[entity])
         if pdfs:
             self._sync_pdfs(run, phase)
+
+    def _stored_cursors(self, company_id: str, stream: str, entities: Sequence[SyncEntity]) -> dict[SyncEntity, SyncCursor]:
+        with self.store.transaction() as s:
+            rows = {r.entity: r for r in s.scalars(select(ErpSyncCursorRow).where(
+                ErpSyncCursorRow.company_id == company_id, ErpSyncCursorRow.stream == stream))}
+            return {e: SyncCursor(since=rows[e.value].since, until=rows[e.value].until,
+                                  page_token=rows[e.value].page_token) for e in entities}
+
+    def _run_many(self, run: _Run, stream: str, cursors: dict[SyncEntity, SyncCursor]) -> list[SyncEntity]:
+        """Read several delta streams through the plugin's ``erp_read_many_changes`` (fewer ERP
+        requests: BC's ``$batch``). Returns the entities left to read one by one: none, or,
+        when the plugin cannot read them together, those it did not finish."""
+        counters = {e: run.report.counter(stream, e.value) for e in cursors}
+        finished: set[SyncEntity] = set()
+        pages = run.erp.read_many_changes(run.account, cursors, self.settings.page_size)
+        try:
+            for page in pages:
+                entity = page.entity
+                if entity in finished:
+                    raise PluginBug(f"Plugin {run.erp.name!r} yielded a {entity.value} page after that stream ended.")
+                self._commit_page(run, entity, stream, page, counters[entity])
+                if page.next_cursor is None:
+                    finished.add(entity)
+        except (NotSupported, InvalidRequest) as exc:
+            left = [e for e in cursors if e not in finished]
+            self.log.info("erp.sync.read_many_fallback", entities=[e.value for e in left], reason=exc.message)
+            return left
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+        now = self.clock.now()
+        with self.store.transaction() as s:
+            conn = self._fence(s, run, now)
+            for entity in cursors:
+                counter = counters[entity]
+                if entity not in finished:
+                    # no page, or the stream ended on a resume point (the document-event log)
+                    row = s.get(ErpSyncCursorRow, (run.company_id, entity.value, stream), with_for_update=True)
+                    assert row is not None
+                    self._finish_stream(s, row, stream, conn, now, window_ended=False)
+                    self._store_progress(conn, stream, entity.value, counter, row.high_water)
+                counter.done = True
+        for entity in cursors:
+            c = counters[entity]
+            self._emit(run, ProgressEvent(run.company_id, "stream_done", stream, entity.value, c.pages, c.records,
+                                          c.requests, c.elapsed))
+        return []
 
     # ---------------------------------------------------------------------------- one stream
     def _run_stream(self, run: _Run, entity: SyncEntity, stream: str, cursor: SyncCursor) -> None:
@@ -468,6 +582,10 @@ class ErpSyncService(WritebackMixin, EventsMixin):
             try:
                 self._consume(run, entity, stream, cursor, counter)
                 break
+            except _OldestFirst:
+                self.log.info("erp.sync.not_newest_first", entity=entity.value)
+                cursor = self._to_windows(run, entity)
+                continue
             except NotSupported as exc:
                 self._unsupported(run, entity, exc)
                 counter.note = "not supported by the ERP plugin"
@@ -494,15 +612,37 @@ class ErpSyncService(WritebackMixin, EventsMixin):
         self._emit(run, ProgressEvent(run.company_id, "stream_done", stream, entity.value, counter.pages,
                                       counter.records, counter.requests, counter.elapsed))
 
+    def _to_windows(self, run: _Run, entity: SyncEntity) -> SyncCursor:
+        """Turn an entity's newest-first initial stream (not read yet) into the two windows."""
+        with self.store.transaction() as s:
+            self._fence(s, run, self.clock.now())
+            recent = s.get(ErpSyncCursorRow, (run.company_id, entity.value, PHASE_RECENT), with_for_update=True)
+            history = s.get(ErpSyncCursorRow, (run.company_id, entity.value, PHASE_HISTORY), with_for_update=True)
+            assert recent is not None and history is not None
+            recent.since, recent.page_token = run.boundary, None
+            history.until, history.page_token = run.boundary, None
+        return SyncCursor(since=run.boundary)
+
     def _consume(self, run: _Run, entity: SyncEntity, stream: str, cursor: SyncCursor, counter: StreamCounter) -> None:
         pages = run.erp.read_changes(run.account, entity, cursor, self.settings.page_size)
         last_next: SyncCursor | None = None
         any_page = False
+        # the recent part of a newest-first stream ends after the first whole ERP response that
+        # reached back past the boundary; the history goes on from that response's next page
+        split = stream == PHASE_RECENT and cursor.newest_first and run.boundary is not None
+        crossed = False
         try:
             for page in pages:
+                if cursor.newest_first and not page.newest_first:
+                    raise _OldestFirst()
                 any_page = True
-                self._commit_page(run, entity, stream, page, counter)
+                if split and not crossed:
+                    crossed = any(_stamp(r) is not None and _stamp(r) < run.boundary for r in page.records)  # type: ignore[operator]
+                pause = split and crossed and not page.partial and page.next_cursor is not None
+                self._commit_page(run, entity, stream, page, counter, hand_over=pause)
                 last_next = page.next_cursor
+                if pause:
+                    return
         finally:
             close = getattr(pages, "close", None)
             if close is not None:
@@ -519,14 +659,17 @@ class ErpSyncService(WritebackMixin, EventsMixin):
                 counter.done = True
                 self._store_progress(conn, stream, entity.value, counter, row.high_water)
 
-    def _commit_page(self, run: _Run, entity: SyncEntity, stream: str, page: SyncPage, counter: StreamCounter) -> None:
+    def _commit_page(self, run: _Run, entity: SyncEntity, stream: str, page: SyncPage, counter: StreamCounter, *,
+                     hand_over: bool = False) -> None:
+        """Apply a page and move its cursor, in one transaction. ``hand_over``: the page ends the
+        recent part of a newest-first stream; the history cursor takes over its next cursor."""
         if page.entity != entity:
             raise PluginBug(f"Plugin {run.erp.name!r} returned a {page.entity} page when asked for {entity.value}.")
         now = self.clock.now()
         records = page.records
         high = page.high_water
         if high is None and records:
-            stamps = [getattr(r, "last_modified", None) or getattr(r, "occurred_at", None) for r in records]
+            stamps = [_stamp(r) for r in records]
             high = max((t for t in stamps if t is not None), default=None)
         with self.store.transaction() as s:
             conn = self._fence(s, run, now)
@@ -538,8 +681,25 @@ class ErpSyncService(WritebackMixin, EventsMixin):
             row.requests += page.requests
             if high is not None and (row.high_water is None or high > row.high_water):
                 row.high_water = high
+            if stream == PHASE_RECENT and page.newest_first:
+                # the delta starts where this stream started (its newest record, on the ERP's
+                # clock): whatever changes while the history is read is the next delta's
+                delta = s.get(ErpSyncCursorRow, (run.company_id, entity.value, PHASE_DELTA), with_for_update=True)
+                if delta is not None and delta.since is None and delta.high_water is None:
+                    start = high or conn.recent_boundary
+                    overlap = timedelta(seconds=self.settings.delta_overlap_seconds)
+                    delta.since = start - overlap if start is not None else None
+                    delta.high_water = high
+                    delta.updated_at = now
             nxt = page.next_cursor
             if nxt is None:
+                self._finish_stream(s, row, stream, conn, now, window_ended=True)
+                counter.done = True
+            elif hand_over:
+                history = s.get(ErpSyncCursorRow, (run.company_id, entity.value, PHASE_HISTORY), with_for_update=True)
+                assert history is not None
+                history.page_token = nxt.page_token
+                history.updated_at = now
                 self._finish_stream(s, row, stream, conn, now, window_ended=True)
                 counter.done = True
             else:
@@ -583,6 +743,11 @@ class ErpSyncService(WritebackMixin, EventsMixin):
             if row.high_water is not None:
                 row.since = row.high_water - overlap
             row.page_token = None
+        if stream == PHASE_RECENT and _newest_first(row):
+            history = s.get(ErpSyncCursorRow, (row.company_id, row.entity, PHASE_HISTORY), with_for_update=True)
+            if history is not None and history.page_token is None and history.state != "done":
+                # the stream ended before the boundary: there is no history to read
+                history.state, history.finished_at, history.updated_at = "done", now, now
         if stream == PHASE_RECENT:
             delta = s.get(ErpSyncCursorRow, (row.company_id, row.entity, PHASE_DELTA), with_for_update=True)
             if delta is not None and delta.high_water is None and delta.since is None:
@@ -941,6 +1106,10 @@ class ErpSyncService(WritebackMixin, EventsMixin):
         return SyncStatus(connection=conn, cursors=cursors, counts=counts, invoices_by_status=invoices,
                           writebacks_by_status=writebacks, document_events_by_status=events, open_issues=issues,
                           account_setup=setup_view)
+
+
+def _stamp(record: Any) -> datetime | None:
+    return getattr(record, "last_modified", None) or getattr(record, "occurred_at", None)
 
 
 def _invoice_view(row: ErpInvoiceRow, lines: int) -> InvoiceView:

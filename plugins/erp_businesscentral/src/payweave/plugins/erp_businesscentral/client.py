@@ -30,11 +30,12 @@ from urllib.parse import quote, urlencode
 import httpx
 import structlog
 from payweave.hooks.errors import TemporarilyUnavailable
-from payweave.hooks.retry import RetryPolicy, retry_after_seconds, send_with_retries
+from payweave.hooks.retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds, send_with_retries
 
 from . import bcjson
 from .auth import TokenProvider
 from .errors import BCAmbiguousWrite, BCNotFound, BCRequestError, BCUnavailable, error_from_response
+from .jsonstream import CollectionParser, StreamFormatError
 from .limiter import RateLimiter
 from .settings import BusinessCentralSettings
 from .version import __version__
@@ -44,6 +45,10 @@ log = structlog.get_logger("payweave.plugins.erp_businesscentral")
 BLANK_GUID = "00000000-0000-0000-0000-000000000000"
 _KEY_RE = re.compile(r"\([^)]*\)")
 _QUERY_SAFE = "$,()'=:"
+#: BC online's limit of operations in one $batch (reference §7)
+MAX_BATCH_OPERATIONS = 100
+#: how much of a streamed body is parsed at a time
+STREAM_CHUNK_BYTES = 256 * 1024
 
 
 def odata_datetime(value: datetime, *, round_up: bool = False) -> str:
@@ -135,6 +140,80 @@ class ODataPage:
     url: str
 
 
+@dataclass(frozen=True)
+class PageEnd:
+    """Marks the end of one page in :meth:`BCClient.stream_rows`: ``url`` was read (re-reading it
+    resumes at this page), ``next_link`` is the next page (None after the last)."""
+
+    url: str
+    next_link: str | None
+
+
+@dataclass(frozen=True)
+class BatchOperation:
+    """One request inside a ``$batch``: ``url`` absolute (under the batch's API root) or
+    relative to it, e.g. ``companies({id})/customers?$filter=...``."""
+
+    method: str
+    url: str
+    headers: dict[str, str] | None = None
+    body: Any = None
+
+    def relative_url(self, root: str) -> str:
+        if self.url.startswith(("http://", "https://")):
+            if not self.url.startswith(root + "/"):
+                raise BCRequestError(f"{entity_label(self.url)} is not under {root}; it cannot go in this $batch.")
+            return self.url[len(root) + 1:]
+        return self.url.lstrip("/")
+
+    def as_json(self, op_id: str, root: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": op_id, "method": self.method, "url": self.relative_url(root)}
+        if self.headers:
+            out["headers"] = dict(self.headers)
+        if self.body is not None:
+            out["body"] = self.body
+        return out
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """BC's answer to one :class:`BatchOperation`: status, headers (lower-case names), body."""
+
+    operation: BatchOperation
+    status: int
+    headers: dict[str, str]
+    body: Any
+    root: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def retry_after(self) -> float | None:
+        value = self.headers.get("retry-after")
+        if value is None:
+            return None
+        return retry_after_seconds(httpx.Response(self.status, headers={"Retry-After": value}))
+
+    def raise_for_status(self) -> None:
+        """Raise the typed error :meth:`BCClient.request` would raise for this answer."""
+        if self.ok:
+            return
+        url = self.operation.url if self.operation.url.startswith("http") else f"{self.root}/{self.operation.url}"
+        response = httpx.Response(self.status, headers=self.headers, content=bcjson.dumps(self.body or {}).encode(),
+                                  request=httpx.Request(self.operation.method, url))
+        raise error_from_response(response, retry_after=self.retry_after)
+
+
+def _retry_operation(op: BatchOperation, result: BatchResult | None) -> bool:
+    if result is None:
+        return False
+    if op.method == "GET":
+        return result.status in RETRYABLE_STATUSES
+    return result.status in (429, 503)  # a write BC did not run (see _retry_unapplied_only)
+
+
 class _AmbiguousTransport(Exception):
     """A write's connection failed after sending (not an httpx.TransportError, so the shared
     retry loop does not repeat it)."""
@@ -209,6 +288,10 @@ class BCClient:
             raise BCRequestError("No BC company is configured (settings.company_id).")
         return BCCompany(self, cid)
 
+    def full_url(self, url: str, params: dict[str, Any] | None = None) -> str:
+        """``url`` under the API root (unless absolute) with ``params`` as its query."""
+        return self._url(url, params)
+
     def _url(self, url: str, params: dict[str, Any] | None) -> str:
         if not url.startswith(("http://", "https://")):
             url = f"{self.api_root()}/{url.lstrip('/')}"
@@ -225,12 +308,19 @@ class BCClient:
 
         Raises a :class:`~.errors.BCError` subclass for any other outcome.
         """
+        return self._send(method, url, params=params, body=body, headers=headers, idempotent=idempotent)
+
+    def _send(self, method: str, url: str, *, params: dict[str, Any] | None = None, body: Any = None,
+              headers: dict[str, str] | None = None, idempotent: bool | None = None,
+              stream: bool = False, label: str | None = None) -> httpx.Response:
+        """:meth:`request`; with ``stream`` the 2xx response's body is not read yet and the
+        response holds its limiter slot: pass it to :meth:`_close_stream` when done."""
         full = self._url(url, params)
         method = method.upper()
         if idempotent is None:
             idempotent = method == "GET"
         content = bcjson.dumps(body).encode() if body is not None else None
-        entity = entity_label(full)
+        entity = label or entity_label(full)
         extra = dict(headers or {})
 
         def send() -> httpx.Response:
@@ -241,14 +331,27 @@ class BCClient:
                         "Accept-Language": "en-US", **extra}
                 if content is not None:
                     hdrs["Content-Type"] = "application/json"
-                with self.limiter.slot():
+                self.limiter.acquire()
+                try:
+                    request = self._http.build_request(method, full, content=content, headers=hdrs)
+                    response = self._http.send(request, stream=stream)
+                except httpx.TransportError as exc:
+                    self.limiter.release()
+                    self.stats.record(method, entity, None)
+                    if not idempotent:
+                        raise _AmbiguousTransport(exc) from exc
+                    raise
+                except BaseException:
+                    self.limiter.release()
+                    raise
+                if not stream or not 200 <= response.status_code < 300:
+                    # only a streamed 2xx body is read later (keeping its slot); read the rest now
                     try:
-                        response = self._http.request(method, full, content=content, headers=hdrs)
-                    except httpx.TransportError as exc:
-                        self.stats.record(method, entity, None)
-                        if not idempotent:
-                            raise _AmbiguousTransport(exc) from exc
-                        raise
+                        if stream:
+                            response.read()
+                            response.close()
+                    finally:
+                        self.limiter.release()
                 self.stats.record(method, entity, response.status_code)
                 if response.status_code == 401 and attempt == 1:
                     response.close()
@@ -279,6 +382,12 @@ class BCClient:
             raise error_from_response(response, retry_after=retry_after_seconds(response))
         return response
 
+    def _close_stream(self, response: httpx.Response) -> None:
+        try:
+            response.close()
+        finally:
+            self.limiter.release()
+
     def get_json(self, url: str, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
         response = self.request("GET", url, params=params, headers=headers)
         return bcjson.loads(response.content)
@@ -286,6 +395,20 @@ class BCClient:
     def iter_pages(self, url: str, params: dict[str, Any] | None = None, *,
                    page_size: int | None = None) -> Iterator[ODataPage]:
         """GET a collection and follow ``@odata.nextLink`` verbatim, one page at a time."""
+        values: list[dict[str, Any]] = []
+        for item in self.stream_rows(url, params, page_size=page_size):
+            if isinstance(item, PageEnd):
+                yield ODataPage(values, item.next_link, item.url)
+                values = []
+            else:
+                values.append(item)
+
+    def stream_rows(self, url: str, params: dict[str, Any] | None = None, *,
+                    page_size: int | None = None) -> Iterator[dict[str, Any] | PageEnd]:
+        """GET a collection and follow ``@odata.nextLink`` like :meth:`iter_pages`, but parse each
+        page as it arrives (:mod:`.jsonstream`): yields the rows one by one, and after the rows
+        of each page a :class:`PageEnd` with the page's URL and its nextLink. No page is ever
+        held whole; the response stays open while the caller works on its rows."""
         size = page_size or self.settings.page_size
         headers = {"Prefer": f"odata.maxpagesize={min(size, 20000)}"}
         next_url: str | None = self._url(url, params)
@@ -294,12 +417,77 @@ class BCClient:
             if next_url in seen:
                 raise BCRequestError(f"Business Central returned the same nextLink twice ({entity_label(next_url)}).")
             seen.add(next_url)
-            body = self.get_json(next_url, headers=headers)
-            if not isinstance(body, dict) or not isinstance(body.get("value"), list):
-                raise BCRequestError(f"Expected a collection from {entity_label(next_url)}.")
-            link = body.get("@odata.nextLink")
-            yield ODataPage(body["value"], link if isinstance(link, str) and link else None, next_url)
-            next_url = link if isinstance(link, str) and link else None
+            response = self._send("GET", next_url, headers=headers, stream=True)
+            parser = CollectionParser()
+            try:
+                try:
+                    for chunk in response.iter_bytes(STREAM_CHUNK_BYTES):
+                        yield from parser.feed_bytes(chunk)
+                    rows = parser.close()
+                except httpx.TransportError as exc:
+                    raise BCUnavailable(f"The connection broke while reading {entity_label(next_url)} from Business "
+                                        f"Central ({type(exc).__name__}).") from None
+                except StreamFormatError as exc:
+                    raise BCRequestError(f"Expected a collection from {entity_label(next_url)}: {exc}.") from None
+                yield from rows
+            finally:
+                self._close_stream(response)
+            link = parser.members.get("@odata.nextLink")
+            link = link if isinstance(link, str) and link else None
+            yield PageEnd(next_url, link)
+            next_url = link
+
+    def batch(self, operations: list[BatchOperation], *, api: str = "v2.0") -> list[BatchResult]:
+        """Send ``operations`` in JSON ``$batch`` requests of at most 100 (BC's limit) to the
+        API root ``api`` and return one result per operation, in order.
+
+        Operations BC answered with a retryable status (429, 5xx; for writes only 429/503, as
+        :meth:`request` does) are sent again in the next ``$batch``, with the delays of the
+        project's retry policy (:mod:`payweave.hooks.retry`); what is still failing after the
+        last attempt is returned as it is (see :meth:`BatchResult.raise_for_status`).
+        """
+        root = self.api_root(api)
+        results: list[BatchResult | None] = [None] * len(operations)
+        pending = list(range(len(operations)))
+        for attempt in range(1, self.policy.max_attempts + 1):
+            for start in range(0, len(pending), MAX_BATCH_OPERATIONS):
+                chunk = pending[start:start + MAX_BATCH_OPERATIONS]
+                self._batch_once(root, [(i, operations[i]) for i in chunk], results)
+            retry = [i for i in pending if _retry_operation(operations[i], results[i])]
+            if not retry or attempt == self.policy.max_attempts:
+                break
+            afters = [a for i in retry if (a := results[i].retry_after) is not None]  # type: ignore[union-attr]
+            after = max(afters) if afters else None
+            if after is not None and after > self.policy.max_retry_after:
+                break
+            wait = self.policy.delay(attempt, after)
+            self.stats.retried()
+            log.info("bc.retry", method="POST", entity="$batch", attempt=attempt, wait=round(wait, 3),
+                     reason=f"{len(retry)} operations answered {sorted({results[i].status for i in retry})}")  # type: ignore[union-attr]
+            self._sleep(wait)
+            pending = retry
+        return [r for r in results if r is not None]
+
+    def _batch_once(self, root: str, ops: list[tuple[int, BatchOperation]], results: list[BatchResult | None]) -> None:
+        body = {"requests": [op.as_json(str(i), root) for i, op in ops]}
+        idempotent = all(op.method == "GET" for _, op in ops)
+        response = self._send("POST", f"{root}/$batch", body=body, idempotent=idempotent, label="$batch")
+        try:
+            answer = bcjson.loads(response.content)
+        except ValueError:
+            raise BCRequestError("Business Central answered a $batch with something that is not JSON.") from None
+        by_id: dict[str, dict[str, Any]] = {}
+        for item in (answer.get("responses") if isinstance(answer, dict) else None) or []:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                by_id[item["id"]] = item
+        for i, op in ops:
+            item = by_id.get(str(i))
+            if item is None or not isinstance(item.get("status"), int):
+                raise BCRequestError(f"Business Central's $batch answer has no response for {op.method} "
+                                     f"{entity_label(op.url)}.")
+            headers = item.get("headers") if isinstance(item.get("headers"), dict) else {}
+            results[i] = BatchResult(op, item["status"], {str(k).lower(): str(v) for k, v in headers.items()},
+                                     item.get("body"), root)
 
     def iter_entities(self, url: str, params: dict[str, Any] | None = None, *,
                       page_size: int | None = None) -> Iterator[dict[str, Any]]:
@@ -352,6 +540,13 @@ class BCCompany:
         params = {"$filter": filter, "$expand": expand, "$select": select, "$top": top}
         return self.client.iter_pages(self.url(entity_set, companion), params, page_size=page_size)
 
+    def list_url(self, entity_set: str, *, filter: str | None = None, expand: str | None = None,
+                 orderby: str | None = None, companion: bool = False) -> str:
+        """The absolute URL of a collection query (what :meth:`BCClient.stream_rows` and
+        ``$batch`` operations take)."""
+        return self.client.full_url(self.url(entity_set, companion),
+                                    {"$filter": filter, "$expand": expand, "$orderby": orderby})
+
     def entities(self, entity_set: str, **kw: Any) -> Iterator[dict[str, Any]]:
         for page in self.pages(entity_set, **kw):
             yield from page.values
@@ -395,5 +590,5 @@ class BCCompany:
         self.client.request("POST", self.url(f"{path}/Microsoft.NAV.{action}"))
 
 
-__all__ = ["BCClient", "BCCompany", "ODataPage", "RequestStats", "delta_filter", "odata_datetime", "odata_string",
+__all__ = ["BCClient", "BCCompany", "BatchOperation", "BatchResult", "ODataPage", "PageEnd", "RequestStats", "delta_filter", "odata_datetime", "odata_string",
            "parse_bc_datetime", "BLANK_GUID"]

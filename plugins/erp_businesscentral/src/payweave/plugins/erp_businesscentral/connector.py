@@ -36,8 +36,8 @@ from payweave.hooks.models import (
 )
 
 from . import mapping, subscriptions, writeback
-from .client import BCClient, BCCompany, ODataPage, delta_filter, odata_string
-from .errors import BCNotFound
+from .client import BatchOperation, BCClient, BCCompany, PageEnd, delta_filter, odata_string
+from .errors import BCNotFound, BCRequestError
 from .settings import BusinessCentralSettings
 
 #: what each lastModifiedDateTime stream reads: (entity set, $expand, row mapper)
@@ -48,6 +48,14 @@ STREAMS: dict[SyncEntity, tuple[str, str | None, Callable[[dict[str, Any]], Any]
 }
 SEQ_PREFIX = "seq:"
 LINES = "salesDocumentLines"
+#: the initial sync's order: the last 12 months come first, the same stream goes on into history
+NEWEST_FIRST = "lastModifiedDateTime desc"
+#: records per SyncPage (one store transaction) when a response is streamed
+STORE_BATCH = 1000
+
+
+def _last_modified(record: Any) -> datetime:
+    return record.last_modified
 
 
 class BusinessCentralConnector:
@@ -73,20 +81,89 @@ class BusinessCentralConnector:
         return self._stream_pages(entity, cursor, page_size)
 
     def _stream_pages(self, entity: SyncEntity, cursor: SyncCursor, page_size: int) -> Iterator[SyncPage]:
+        """Stream the entity set (parsed as it arrives) and yield it in pages of at most
+        ``STORE_BATCH`` records: a page inside a response resumes at that response's URL (a
+        crash re-reads it; the core's upserts make that harmless), the last page of a response
+        at its nextLink."""
         entity_set, expand, mapper = STREAMS[entity]
-        if cursor.page_token:
-            pages: Iterator[ODataPage] = self.client.iter_pages(cursor.page_token, page_size=page_size)
-        else:
-            pages = self.company.changed(entity_set, cursor.since, cursor.until, expand=expand, page_size=page_size)
+        current = cursor.page_token or self.company.list_url(
+            entity_set, filter=delta_filter(cursor.since, cursor.until), expand=expand,
+            orderby=NEWEST_FIRST if cursor.newest_first else None)
+        batch_size = max(1, min(page_size, STORE_BATCH))
         before = self.client.stats.total
-        for page in pages:
-            records = tuple(sorted((mapper(row) for row in page.values), key=lambda r: r.last_modified))
-            high = max((r.last_modified for r in records), default=None)
-            next_cursor = SyncCursor(since=cursor.since, until=cursor.until, page_token=page.next_link) \
-                if page.next_link else None
+        batch: list[Any] = []
+
+        def page(next_token: str | None, *, last: bool = False, partial: bool = False) -> SyncPage:
+            nonlocal before
             used = self.client.stats.total - before
+            before += used
+            records = tuple(sorted(batch, key=_last_modified))
+            high = records[-1].last_modified if records else None
+            nxt = None if last else SyncCursor(since=cursor.since, until=cursor.until, page_token=next_token,
+                                               newest_first=cursor.newest_first)
+            return SyncPage(entity=entity, records=records, next_cursor=nxt, high_water=high, requests=used,
+                            newest_first=cursor.newest_first, partial=partial)
+
+        for item in self.client.stream_rows(current, page_size=page_size):
+            if isinstance(item, PageEnd):
+                # the response ended: its nextLink is a resume point that costs no re-read
+                yield page(item.next_link, last=item.next_link is None)
+                current = item.next_link or current
+                batch = []
+                continue
+            if len(batch) >= batch_size:  # more rows follow: a part of this response
+                yield page(current, partial=True)
+                batch = []
+            batch.append(mapper(item))
+
+    def read_many_changes(self, cursors: dict[SyncEntity, SyncCursor], page_size: int) -> Iterator[SyncPage]:
+        """The standard API's streams of ``cursors`` in one ``$batch`` per round (a stream with
+        more pages goes on with its nextLink in the next round), then the companion API's
+        document events (another API root, so not in the same ``$batch``)."""
+        unsupported = [e for e in cursors if e not in STREAMS and e is not SyncEntity.DOCUMENT_EVENTS]
+        if unsupported:
+            raise NotSupported(f"Business Central cannot read {', '.join(e.value for e in unsupported)} in a $batch.")
+        standard = [e for e in STREAMS if e in cursors]
+        if len(standard) == 1:
+            yield from self._stream_pages(standard[0], cursors[standard[0]], page_size)
+        elif standard:
+            yield from self._batched_pages({e: cursors[e] for e in standard}, page_size)
+        if SyncEntity.DOCUMENT_EVENTS in cursors:
+            yield from self._event_pages(cursors[SyncEntity.DOCUMENT_EVENTS], page_size)
+
+    def _batched_pages(self, cursors: dict[SyncEntity, SyncCursor], page_size: int) -> Iterator[SyncPage]:
+        urls: dict[SyncEntity, str] = {}
+        for entity, cursor in cursors.items():
+            entity_set, expand, _ = STREAMS[entity]
+            urls[entity] = cursor.page_token or self.company.list_url(
+                entity_set, filter=delta_filter(cursor.since, cursor.until), expand=expand,
+                orderby=NEWEST_FIRST if cursor.newest_first else None)
+        prefer = {"Prefer": f"odata.maxpagesize={min(page_size, 20000)}"}
+        while urls:
             before = self.client.stats.total
-            yield SyncPage(entity=entity, records=records, next_cursor=next_cursor, high_water=high, requests=used)
+            results = self.client.batch([BatchOperation("GET", url, prefer) for url in urls.values()])
+            used = self.client.stats.total - before
+            following: dict[SyncEntity, str] = {}
+            for (entity, url), result in zip(urls.items(), results, strict=True):
+                result.raise_for_status()
+                body = result.body
+                if not isinstance(body, dict) or not isinstance(body.get("value"), list):
+                    raise BCRequestError(f"Expected a collection from {STREAMS[entity][0]} in the $batch answer.")
+                link = body.get("@odata.nextLink")
+                link = link if isinstance(link, str) and link else None
+                if link == url:
+                    raise BCRequestError(f"Business Central returned the same nextLink twice ({STREAMS[entity][0]}).")
+                cursor = cursors[entity]
+                records = tuple(sorted((STREAMS[entity][2](row) for row in body["value"]), key=_last_modified))
+                nxt = SyncCursor(since=cursor.since, until=cursor.until, page_token=link,
+                                 newest_first=cursor.newest_first) if link else None
+                yield SyncPage(entity=entity, records=records, next_cursor=nxt,
+                               high_water=records[-1].last_modified if records else None, requests=used,
+                               newest_first=cursor.newest_first)
+                used = 0
+                if link:
+                    following[entity] = link
+            urls = following
 
     def _event_pages(self, cursor: SyncCursor, page_size: int) -> Iterator[SyncPage]:
         after: int | None = None

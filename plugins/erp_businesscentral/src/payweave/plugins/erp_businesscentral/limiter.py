@@ -31,19 +31,29 @@ class RateLimiter:
 
     @contextmanager
     def slot(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def acquire(self) -> None:
+        """Take a slot (for a request whose body is streamed after the call returns: pair it
+        with :meth:`release` when the body is read or closed)."""
         self._sem.acquire()
         try:
             self._take_window()
-            with self._lock:
-                self._in_flight += 1
-                self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
-            try:
-                yield
-            finally:
-                with self._lock:
-                    self._in_flight -= 1
-        finally:
+        except BaseException:
             self._sem.release()
+            raise
+        with self._lock:
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+
+    def release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self._sem.release()
 
     def _take_window(self) -> None:
         while True:

@@ -100,6 +100,8 @@ def _typed(fn: Callable[..., T]) -> Callable[..., T]:
 
 def dec(row: dict[str, Any], key: str) -> Decimal:
     value = row.get(key, 0)
+    if type(value) is Decimal:  # bcjson parses every fraction as a finite Decimal
+        return value
     try:
         return to_decimal(value if value is not None else 0)
     except Exception as exc:

@@ -158,6 +158,13 @@ def erp_read_changes(account: Account, entity: SyncEntity, cursor: SyncCursor, p
     return _typed_pages(str(entity), pages)
 
 
+@hookimpl
+def erp_read_many_changes(account: Account, cursors: dict[SyncEntity, SyncCursor], page_size: int) -> Iterator[SyncPage]:
+    connector = connector_for(account)
+    pages = connector.read_many_changes({SyncEntity(e): c for e, c in cursors.items()}, page_size)
+    return _typed_pages(", ".join(str(e) for e in cursors), pages)
+
+
 def _typed_pages(entity: str, pages: Iterator[SyncPage]) -> Iterator[SyncPage]:
     """Yield lazily (one page at a time, as the connector fetches them); a row the mapping
     cannot read becomes the contract's InvalidRequest instead of a bare ValueError."""

@@ -11,12 +11,13 @@ URLs (reference §1): ``/v2.0/{tenant?}/{environment}/api/v2.0/companies({id})/{
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import math
 import re
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import bcjson
@@ -63,6 +64,37 @@ class Segment:
     key: str | None
 
 
+#: rows serialized per part of a streamed collection response
+STREAM_ROWS = 500
+
+
+@dataclass
+class Collection:
+    """A collection answer serialized lazily: BC writes a list as it reads it (the content type
+    says ``odata.streaming=true``), so a large page goes out in parts instead of being built
+    whole first. The records were chosen under the state lock; each part is serialized under it."""
+
+    head: dict[str, Any]
+    records: list[Any]
+    render: Any  # record -> JSON-able row (Decimals as markers)
+    tail: dict[str, Any]
+    lock: Any
+
+    def payload(self) -> dict[str, Any]:
+        with self.lock:
+            return {**self.head, "value": [self.render(r) for r in self.records], **self.tail}
+
+    def parts(self) -> Iterator[bytes]:
+        head = bcjson.dumps_prepared(self.head)
+        yield (head[:-1] + ("," if self.head else "") + '"value":[').encode()
+        for i in range(0, len(self.records), STREAM_ROWS):
+            with self.lock:
+                rows = [self.render(r) for r in self.records[i:i + STREAM_ROWS]]
+            yield (("," if i else "") + bcjson.dumps_prepared(rows)[1:-1]).encode()
+        tail = bcjson.dumps_prepared(self.tail)
+        yield ("]" + ("," + tail[1:] if self.tail else "}")).encode()
+
+
 @dataclass
 class Result:
     status: int
@@ -70,6 +102,7 @@ class Result:
     raw: bytes | None = None
     content_type: str = JSON_TYPE
     headers: dict[str, str] = field(default_factory=dict)
+    collection: Collection | None = None
 
 
 # ---------------------------------------------------------------------- throttling
@@ -146,7 +179,12 @@ class Throttler:
 
 # ---------------------------------------------------------------------- responses
 
-def _json_response(result: Result) -> Response:
+def _json_response(result: Result, *, stream: bool = False) -> Response:
+    if result.collection is not None:
+        headers = {"OData-Version": "4.0", "Content-Type": JSON_TYPE, **result.headers}
+        if stream:
+            return StreamingResponse(result.collection.parts(), status_code=result.status, headers=headers)
+        result = Result(result.status, result.collection.payload(), headers=result.headers)
     if result.raw is not None:
         return Response(result.raw, status_code=result.status, media_type=result.content_type, headers=result.headers)
     if result.payload is None:
@@ -419,30 +457,156 @@ def _select_expand(es: EntitySet, ctx: Ctx, opts: dict[str, str]) -> tuple[set[s
 
 
 def _list(state: SandboxState, req: ApiRequest, es: EntitySet, ctx: Ctx, opts: dict[str, str]) -> Result:
-    if "$orderby" in opts:
-        raise bad_request("The sandbox serves collections in its own stable order; $orderby is not supported.")
     if "$count" in opts and not SUPPORTS_COUNT:
         raise bad_request("$count is not supported.")
     page_size = odata.parse_prefer_maxpagesize(req.headers.get("prefer"))
+    fields = es.fields(ctx)
     node = odata.parse_filter(opts["$filter"]) if opts.get("$filter") else None
-    predicate = odata.compile_filter(node, es.fields(ctx), es.type_name) if node is not None else None
+    predicate = odata.compile_filter(node, fields, es.type_name) if node is not None else None
+    order = odata.parse_orderby(opts["$orderby"], fields, es.type_name) if opts.get("$orderby") else None
     if isinstance(es, FlatCustomerPaymentsSet):
         source = es.source_for_filter(ctx, _eq_value(node, "journalId") if node is not None else None)
     else:
         source = es.source(ctx)
     select, expand = _select_expand(es, ctx, opts)
     page = odata.run_page(source, predicate, node, page_size, opts.get("$skiptoken"),
-                          _int_option(opts, "$top"), _int_option(opts, "$skip"))
-    rows = [es.serialize(ctx, rec, select, expand) for rec in page.records]
-    payload: dict[str, Any] = {"@odata.context": f"{ctx.base}/$metadata#{ctx.path}", "value": rows}
+                          _int_option(opts, "$top"), _int_option(opts, "$skip"), order, fields)
+    tail: dict[str, Any] = {}
     if page.next_token:
         kept = [(k, v) for k, v in req.items if k not in ("$skiptoken", "$top", "$skip")]
         kept.append(("$skiptoken", page.next_token))
-        payload["@odata.nextLink"] = f"{req.base}/{req.url_path}?" + urlencode(kept, quote_via=quote, safe="$,()'=:")
+        tail["@odata.nextLink"] = f"{req.base}/{req.url_path}?" + urlencode(kept, quote_via=quote, safe="$,()'=:")
     headers = {}
     if req.headers.get("prefer") and "maxpagesize" in req.headers["prefer"]:
         headers["Preference-Applied"] = f"odata.maxpagesize={page_size}"
-    return Result(200, payload, headers=headers)
+    render = functools.partial(_render, es, ctx, select, expand)
+    return Result(200, headers=headers, collection=Collection(
+        {"@odata.context": f"{ctx.base}/$metadata#{ctx.path}"}, page.records, render, tail, state.lock))
+
+
+def _render(es: EntitySet, ctx: Ctx, select: set[str] | None, expand: list[str], rec: Any) -> dict[str, Any]:
+    return es.serialize(ctx, rec, select, expand)
+
+
+# ---------------------------------------------------------------------- $batch (JSON format)
+
+#: BC online's limit of operations in one $batch (reference §7)
+MAX_BATCH_OPERATIONS = 100
+_BATCH_METHODS = ("GET", "POST", "PATCH", "DELETE")
+_BATCH_MEMBERS = {"id", "method", "url", "headers", "body"}
+
+
+@dataclass
+class BatchOp:
+    id: str
+    method: str
+    url_path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    error: BCApiError | None = None
+
+
+def parse_batch(state: SandboxState, api: str, base: str, headers: dict[str, str], body: bytes) -> list[BatchOp]:
+    """Validate a JSON ``$batch`` body; problems with the whole batch raise (400 for the batch),
+    problems with one operation are kept on it (that operation's response carries them)."""
+    ctype = headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+    if ctype != "application/json":
+        raise BCApiError(400, "BadRequest", f"The sandbox implements the JSON $batch format only, not '{ctype}'.")
+    if headers.get("isolation", "").strip().lower() == "snapshot":
+        raise BCApiError(400, "BadRequest", "The sandbox does not implement transactional batches (Isolation: snapshot).")
+    data = _parse_body(body)
+    requests = data.get("requests")
+    if not isinstance(requests, list) or not requests:
+        raise bad_request("A $batch body must be {\"requests\": [...]} with at least one request.")
+    if len(requests) > MAX_BATCH_OPERATIONS:
+        raise bad_request(f"The batch has {len(requests)} operations; at most {MAX_BATCH_OPERATIONS} are allowed "
+                          "in one $batch request.")
+    ops: list[BatchOp] = []
+    seen: set[str] = set()
+    for i, item in enumerate(requests):
+        if not isinstance(item, dict):
+            raise bad_request(f"Request {i} of the batch is not a JSON object.")
+        unknown = sorted(set(item) - _BATCH_MEMBERS)
+        if unknown:
+            raise bad_request(f"Request {i} of the batch has members the sandbox does not implement: {', '.join(unknown)}.")
+        op_id, method, url = item.get("id"), item.get("method"), item.get("url")
+        if not isinstance(op_id, str) or not op_id:
+            raise bad_request(f"Request {i} of the batch has no id.")
+        if op_id in seen:
+            raise bad_request(f"The id '{op_id}' is used by more than one request of the batch.")
+        seen.add(op_id)
+        if not isinstance(method, str) or not isinstance(url, str) or not url:
+            raise bad_request(f"Request '{op_id}' of the batch needs a method and a url.")
+        op_headers = item.get("headers") or {}
+        if not isinstance(op_headers, dict) or not all(isinstance(v, str) for v in op_headers.values()):
+            raise bad_request(f"The headers of request '{op_id}' must be an object of strings.")
+        op_body = item.get("body")
+        raw = bcjson.dumps(op_body).encode() if op_body is not None else b""
+        target, _, query = url.partition("?")
+        if target.startswith(("http://", "https://")):
+            if not target.startswith(base + "/"):
+                op = BatchOp(op_id, method.upper(), "", "", {}, b"")
+                op.error = not_found_route(url)
+                ops.append(op)
+                continue
+            target = target[len(base) + 1:]
+        op = BatchOp(op_id, method.upper(), target.strip("/"), query,
+                     {k.lower(): v for k, v in op_headers.items()}, raw)
+        if op.method not in _BATCH_METHODS:
+            op.error = method_not_allowed(op.method)
+        elif op.url_path.split("/", 1)[0].split("(", 1)[0] in ("$batch", "subscriptions", "$metadata"):
+            op.error = bad_request(f"'{op.url_path.split('/', 1)[0]}' cannot be requested inside a $batch.")
+        ops.append(op)
+    return ops
+
+
+def _op_response(op_id: str, result: Result | BCApiError) -> dict[str, Any]:
+    if isinstance(result, BCApiError):
+        out: dict[str, Any] = {"id": op_id, "status": result.status,
+                               "headers": {"content-type": JSON_TYPE, **{k.lower(): v for k, v in result.headers.items()}},
+                               "body": bcjson.loads(result.body(str(uuid.uuid4())))}
+        return out
+    if result.collection is not None:
+        result = Result(result.status, result.collection.payload(), headers=result.headers)
+    headers = {k.lower(): v for k, v in result.headers.items()}
+    out = {"id": op_id, "status": result.status, "headers": headers}
+    if result.raw is not None:  # media: base64 in the JSON batch format
+        headers["content-type"] = result.content_type
+        out["body"] = base64.b64encode(result.raw).decode()
+    elif result.payload is not None:
+        headers.update({"content-type": JSON_TYPE, "odata-version": "4.0"})
+        out["body"] = result.payload
+    return out
+
+
+def run_batch(state: SandboxState, api: str, base: str, prefix: str, ops: list[BatchOp], client: str) -> Result:
+    """Run the operations in order (each as if it were its own request, BC's non-transactional
+    batch); one failing does not stop the others."""
+    responses = []
+    for op in ops:
+        label = "-"
+        result: Result | BCApiError
+        try:
+            if op.error is not None:
+                raise op.error
+            parts = op.url_path.split("/")
+            segs = parse_odata_path(parts)
+            names = [sg.name for sg in segs if not sg.name.startswith("Microsoft.NAV.") and sg.name != "content"]
+            label = names[-1] if names else "-"
+            fault = state.faults.take(op.method, f"/v2.0/{prefix}/api/{api}/{'/'.join(p for p in parts if p)}")
+            if fault is not None and fault.kind == "status":
+                hdrs = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                raise BCApiError(fault.status, FAULT_CODES.get(fault.status, "Unknown"),
+                                 "The service is temporarily unavailable (injected fault).", hdrs)
+            result = dispatch(state, ApiRequest(api, base, "/".join(p for p in parts if p),
+                                                parse_qsl(op.query, keep_blank_values=True), op.method, segs,
+                                                op.headers, op.body))
+        except BCApiError as exc:
+            result = exc
+        state.stats.count_operation(client, op.method, label, result.status)
+        responses.append(_op_response(op.id, result))
+    return Result(200, {"responses": responses})
 
 
 # ---------------------------------------------------------------------- the app
@@ -521,13 +685,20 @@ def create_app(state: SandboxState | None = None, *, admin: bool = True) -> Star
                                  {k.lower(): v for k, v in request.headers.items()}, body)
                 if segs and segs[0].name == "subscriptions":
                     result = await _subscriptions(state, req, client)
+                elif segs and segs[0].name == "$batch":
+                    if method != "POST" or len(segs) != 1:
+                        raise method_not_allowed(method) if method != "POST" else resource_not_found(segs[1].name)
+                    ops = parse_batch(state, api, base, req.headers, body)
+                    result = await anyio.to_thread.run_sync(
+                        functools.partial(run_batch, state, api, base, prefix, ops, client))
                 else:
                     result = await anyio.to_thread.run_sync(functools.partial(dispatch, state, req))
             finally:
                 throttler.release(client)
-            response = _json_response(result)
+            dropping = fault is not None and fault.kind == "drop"
+            response = _json_response(result, stream=not dropping)
             status = response.status_code
-            if fault is not None and fault.kind == "drop":
+            if dropping:
                 return DroppedResponse(response)
             if fault is not None and fault.kind == "delay":
                 await asyncio.sleep(fault.delay)

@@ -117,6 +117,23 @@ class Table:
                 return
             yield key, by_id[key[1]]
 
+    def scan_desc(self, before: tuple[int, str] | None = None, lo_ms: int | None = None,
+                  hi_ms: int | None = None) -> Iterator[tuple[tuple[int, str], Any]]:
+        """Yield ``(key, record)`` in reverse index order (newest change first), strictly before
+        ``before``, with ``lo_ms <= lm <= hi_ms`` when given. Stops at ``lo_ms``."""
+        keys = self.keys
+        end = len(keys)
+        if before is not None:
+            end = bisect_left(keys, before)
+        if hi_ms is not None:
+            end = min(end, bisect_left(keys, (hi_ms + 1, "")))
+        by_id = self.by_id
+        for i in range(end - 1, -1, -1):
+            key = keys[i]
+            if lo_ms is not None and key[0] < lo_ms:
+                return
+            yield key, by_id[key[1]]
+
 
 class Company(Record):
     __slots__ = (

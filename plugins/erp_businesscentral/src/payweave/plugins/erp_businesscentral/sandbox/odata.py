@@ -9,6 +9,11 @@ Paging is keyset-based: a source yields records in a stable order with a sortabl
 opaque ``$skiptoken`` carries the last key (and what is left of ``$top``). Bounds on the
 source's range field (``lastModifiedDateTime`` for tables) found in a top-level ``and`` chain
 turn into a bisect, so a delta page costs O(page), not O(table).
+
+``$orderby`` (``prop [asc|desc]``, comma-separated): on the property a source's index is sorted
+by (``lastModifiedDateTime`` for tables) the scan walks the index either way and the skiptoken
+stays keyset-based (the last ``(lastModifiedDateTime, id)``), as BC's does; any other ordering
+sorts the matching records in memory and the skiptoken carries an offset.
 """
 from __future__ import annotations
 
@@ -343,27 +348,33 @@ def range_bounds(node: Any, field_name: str, scale: int) -> tuple[int | None, in
 
 class Source:
     """Records in a stable order with JSON-able keys. ``range_field`` names the property the
-    key starts with (bounds on it narrow the scan)."""
+    key starts with (bounds on it narrow the scan); ``ordered_by`` names the property the whole
+    scan is sorted by (then ``descending`` scans walk it backwards), None when the order is
+    only stable, not sorted by a property."""
 
     range_field: str | None = None
     range_scale: int = 1
+    ordered_by: str | None = None
 
-    def scan(self, after: Any, lo: int | None, hi: int | None) -> Iterator[tuple[Any, Any]]:  # pragma: no cover
+    def scan(self, after: Any, lo: int | None, hi: int | None,
+             descending: bool = False) -> Iterator[tuple[Any, Any]]:  # pragma: no cover
         raise NotImplementedError
 
 
 class TableSource(Source):
     range_field = "lastModifiedDateTime"
     range_scale = 1000
+    ordered_by = "lastModifiedDateTime"
 
     def __init__(self, table: Any, where: Callable[[Any], bool] | None = None) -> None:
         self.table = table
         self.where = where
 
-    def scan(self, after: Any, lo: int | None, hi: int | None) -> Iterator[tuple[Any, Any]]:
+    def scan(self, after: Any, lo: int | None, hi: int | None, descending: bool = False) -> Iterator[tuple[Any, Any]]:
         after_key = tuple(after) if after is not None else None
         where = self.where
-        for key, rec in self.table.scan(after_key, lo, hi):
+        scan = self.table.scan_desc if descending else self.table.scan
+        for key, rec in scan(after_key, lo, hi):
             if where is None or where(rec):
                 yield list(key), rec
 
@@ -377,7 +388,7 @@ class UnionSource(Source):
     def __init__(self, sources: list[TableSource]) -> None:
         self.sources = sources
 
-    def scan(self, after: Any, lo: int | None, hi: int | None) -> Iterator[tuple[Any, Any]]:
+    def scan(self, after: Any, lo: int | None, hi: int | None, descending: bool = False) -> Iterator[tuple[Any, Any]]:
         start = after[0] if after is not None else 0
         for i in range(start, len(self.sources)):
             inner_after = after[1:] if (after is not None and i == start) else None
@@ -393,7 +404,7 @@ class ListSource(Source):
         self.key = key
         self.range_field = range_field
 
-    def scan(self, after: Any, lo: int | None, hi: int | None) -> Iterator[tuple[Any, Any]]:
+    def scan(self, after: Any, lo: int | None, hi: int | None, descending: bool = False) -> Iterator[tuple[Any, Any]]:
         for rec in list(self.items):
             k = self.key(rec)
             if after is not None and k <= after:
@@ -427,26 +438,67 @@ class Page:
     next_token: str | None
 
 
+def parse_orderby(text: str, fields: dict[str, FieldDef], type_name: str) -> list[tuple[str, bool]]:
+    """``$orderby=a desc,b`` -> ``[("a", True), ("b", False)]`` (True = descending)."""
+    order: list[tuple[str, bool]] = []
+    for part in text.split(","):
+        words = part.split()
+        if not words or len(words) > 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
+            raise BCApiError(400, "BadRequest", f"Syntax error in $orderby '{text}'.")
+        if words[0] not in fields:
+            raise BCApiError(400, "BadRequest",
+                             f"Could not find a property named '{words[0]}' on type 'Microsoft.NAV.{type_name}'.")
+        order.append((words[0], len(words) == 2 and words[1].lower() == "desc"))
+    return order
+
+
+def _sorted_scan(source: Source, lo: int | None, hi: int | None, predicate: Callable[[Any], bool] | None,
+                 order: list[tuple[str, bool]], fields: dict[str, FieldDef]) -> list[Any]:
+    """Every matching record, sorted by ``order`` (nulls first ascending, as OData sorts them)."""
+    recs = [rec for _, rec in source.scan(None, lo, hi) if predicate is None or predicate(rec)]
+    for name, desc in reversed(order):  # stable sorts, last key first
+        get = fields[name].get
+        recs.sort(key=lambda r, get=get: (get(r) is not None, get(r)), reverse=desc)
+    return recs
+
+
 def run_page(source: Source, predicate: Callable[[Any], bool] | None, filter_node: Any, page_size: int,
-             skiptoken: str | None, top: int | None, skip: int | None) -> Page:
+             skiptoken: str | None, top: int | None, skip: int | None,
+             order: list[tuple[str, bool]] | None = None, fields: dict[str, FieldDef] | None = None) -> Page:
     lo = hi = None
     if filter_node is not None and source.range_field:
         lo, hi = range_bounds(filter_node, source.range_field, source.range_scale)
     after = None
     remaining = top
     to_skip = skip or 0
+    offset = 0
     if skiptoken:
         state = decode_token(skiptoken)
         after = state.get("k")
         remaining = state.get("n")
+        offset = state.get("o") or 0
         to_skip = 0
     if remaining is not None and remaining <= 0:
         return Page([], None)
     limit = page_size if remaining is None else min(page_size, remaining)
+    descending = False
+    if order and not (len(order) == 1 and source.ordered_by is not None and order[0][0] == source.ordered_by):
+        # an order the source's index does not have: sort in memory, page by offset
+        assert fields is not None
+        recs = _sorted_scan(source, lo, hi, predicate, order, fields)
+        start = offset + to_skip
+        out = recs[start:start + limit]
+        end = start + len(out)
+        token = None
+        if end < len(recs) and (remaining is None or remaining > len(out)):
+            token = encode_token({"o": end, "n": None if remaining is None else remaining - len(out)})
+        return Page(out, token)
+    if order:
+        descending = order[0][1]
     out: list[Any] = []
     last_key = None
     more = False
-    for key, rec in source.scan(after, lo, hi):
+    for key, rec in source.scan(after, lo, hi, descending):
         if predicate is not None and not predicate(rec):
             continue
         if to_skip:

@@ -1489,7 +1489,7 @@ class _EventSource(ListSource):
     def __init__(self, events: list[DocEvent]) -> None:
         super().__init__(events, key=lambda e: e.seq, range_field="sequenceNumber")
 
-    def scan(self, after: Any, lo: int | None, hi: int | None):  # type: ignore[override]
+    def scan(self, after: Any, lo: int | None, hi: int | None, descending: bool = False):  # type: ignore[override]
         start = 0
         if after is not None:
             start = int(after)

@@ -170,11 +170,17 @@ class RequestStats:
         self.by_key: Counter[tuple[str, str, str]] = Counter()
         self.statuses: Counter[int] = Counter()
         self.token_requests: Counter[str] = Counter()
+        #: operations inside $batch requests (the $batch itself is one request in ``by_key``)
+        self.batch_operations: Counter[tuple[str, str, str]] = Counter()
 
     def count(self, client: str, method: str, entity_set: str, status: int) -> None:
         with self._lock:
             self.by_key[(client, method, entity_set)] += 1
             self.statuses[status] += 1
+
+    def count_operation(self, client: str, method: str, entity_set: str, status: int) -> None:
+        with self._lock:
+            self.batch_operations[(client, method, entity_set)] += 1
 
     def total(self, *, client: str | None = None, method: str | None = None, entity_set: str | None = None) -> int:
         with self._lock:
@@ -190,6 +196,8 @@ class RequestStats:
                 "requests": [{"client": c, "method": m, "entitySet": e, "count": n} for (c, m, e), n in sorted(self.by_key.items())],
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
                 "tokenRequests": dict(self.token_requests),
+                "batchOperations": [{"client": c, "method": m, "entitySet": e, "count": n}
+                                    for (c, m, e), n in sorted(self.batch_operations.items())],
             }
 
     def reset(self) -> None:
@@ -197,6 +205,7 @@ class RequestStats:
             self.by_key.clear()
             self.statuses.clear()
             self.token_requests.clear()
+            self.batch_operations.clear()
 
 
 @dataclass

@@ -1,0 +1,311 @@
+"""The webhook inbox: record verified PSP events durably, in groups, answer the PSP, and apply
+them after the answer.
+
+What acknowledging a webhook needs is only that its events are committed, each once: the PSP
+redelivers anything not answered 200, and applying is payweave's own business afterwards
+(:mod:`.psp_events`). So the HTTP service hands verified events to :meth:`PspInbox.receive`,
+which
+
+* queues them for one writer thread (**group commit**): the writer takes every delivery waiting
+  at that moment, inserts all their rows in one transaction (a Core insert that skips keys stored
+  before), commits, and only then releases each waiting request with its outcome (``received``,
+  or ``duplicate``); a request is never answered before its events are committed. While one
+  group commits, the next one gathers, so SQLite's single writer commits many events per fsync.
+  If a group's transaction fails, each delivery is tried on its own, so one bad event (a field
+  the database refuses) fails only its own request (503, the PSP redelivers);
+* wakes the :class:`EventApplier`, a thread that applies received events oldest first
+  (:meth:`PspEvents.apply_pending`), each under its document lock. It starts by applying what an
+  earlier process recorded and never applied (a crash between answer and apply), and looks
+  again every few seconds for events another process recorded.
+
+Recording comes first: while deliveries are coming in (one within the last second), the applier
+uses at most ``share`` (a fifth) of the time, pausing after each event for four times what it
+took, so a burst is acknowledged at nearly full speed and applied during and right after it,
+and applying still moves on under any load; with no deliveries it runs flat out. On SQLite (one writer for the whole database) the writer and the applier also
+take turns on an in-process lock rather than meeting in SQLite's busy handler, which sleeps
+milliseconds at a time; the applier holds the store's writer lock before that turn, so the
+recording writer never waits for a payment operation's PSP call.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from payweave.core.errors import CoreError
+from payweave.core.logging import get_logger
+from payweave.core.metrics import WEBHOOK_EVENTS
+from payweave.hooks.models import PspEvent
+
+from .psp_events import DUPLICATE_NOTE, EventOutcome, EventStatus, PspEvents
+
+Key = tuple[str, str, str]
+
+RECEIVED_NOTE = "Recorded; it is applied to its payment right after this answer, in the order received."
+
+
+class WebhookNotRecorded(CoreError):
+    """The events could not be committed: the PSP must deliver the webhook again."""
+
+    code = "webhook_not_recorded"
+    http_status = 503
+    retryable = True
+
+
+@dataclass
+class _Delivery:
+    rows: list[dict[str, Any]]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[dict[Key, int]]
+    keys: list[Key] = field(default_factory=list)
+
+
+class EventApplier:
+    """A daemon thread applying recorded events after the answer (see the module docstring)."""
+
+    def __init__(self, events: PspEvents, inbox: PspInbox | None = None, *, interval: float = 5.0,
+                 share: float = 0.2) -> None:
+        self.events = events
+        self.inbox = inbox
+        self.interval = interval
+        self.share = share
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+        self._poll = False
+        self.log = get_logger(component="psp_applier")
+
+    def start(self, *, poll: bool = True) -> EventApplier:
+        """Start the thread: it applies what is waiting, then whatever the inbox commits, and
+        with ``poll`` also looks for events recorded elsewhere every ``interval`` seconds (the
+        service's applier; one started by the first delivery only follows its inbox)."""
+        with self._guard:
+            if poll:
+                self._poll = True
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, name="payweave-psp-applier", daemon=True)
+                self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """New events are committed: apply them (starts the thread on first use)."""
+        if self._thread is None:
+            self.start(poll=False)
+        self._wake.set()
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                applied = self.events.apply_pending(pace=self._pace)
+                if applied:
+                    self.log.debug("webhook.applied", events=applied)
+                backoff = 0.0
+            except Exception as exc:  # the store is away: try again a little later
+                backoff = min(max(backoff * 2, 0.1), self.interval)
+                self.log.error("webhook.applier_failed", error_type=type(exc).__name__)
+                self._stop.wait(backoff)
+                continue
+            self._wake.wait(self.interval if self._poll else None)
+
+    @contextlib.contextmanager
+    def _pace(self) -> Iterator[None]:
+        """Around each event: take the turn, and while deliveries are coming in, use at most
+        ``share`` of the time (recording first; applying still moves on under any load)."""
+        if self.inbox is None:
+            yield
+            return
+        started = time.monotonic()
+        store = self.events.store
+        if store.is_postgres:
+            yield
+        else:
+            with store.serialized("_psp", "applier"), self.inbox.turn():  # SQLite: the writer lock, then the turn
+                yield
+        if self.inbox.recently_active(1.0):
+            self._stop.wait((time.monotonic() - started) * (1 - self.share) / self.share)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+class PspInbox:
+    """Group commit of verified webhook events, then the applier (see the module docstring)."""
+
+    def __init__(self, events: PspEvents, *, max_rows: int = 1000, applier: EventApplier | None = None) -> None:
+        self.events = events
+        self.store = events.store
+        self.max_rows = max_rows
+        self.applier = applier or EventApplier(events, self)
+        self._cond = threading.Condition()
+        self._waiting: list[_Delivery] = []
+        self._committing = False
+        self._writer_idle = False
+        self._last_activity = 0.0
+        self._closed = False
+        #: deliveries the writer committed, in how many groups (one transaction each), the largest group
+        self.stats = {"deliveries": 0, "groups": 0, "largest_group": 0}
+        # SQLite: the writer and the applier take turns here (see the module docstring)
+        self._turn = threading.Lock() if not self.store.is_postgres else None
+        self._writer: threading.Thread | None = None
+        self.log = get_logger(component="psp_inbox")
+
+    def start(self) -> PspInbox:
+        """Start the applier now (it applies what a previous run left unapplied first)."""
+        self.applier.start()
+        return self
+
+    # ------------------------------------------------------------------ the request path
+    async def receive(self, psp: str, account: str, events: list[PspEvent], received_at: datetime) -> list[EventOutcome]:
+        """Record verified events; return once they are committed: ``received`` for each event
+        new here, ``duplicate`` for one stored before. Raises :class:`WebhookNotRecorded`."""
+        rows = [PspEvents.row_values(psp, account, event, received_at) for event in events]
+        inserted = await self.record(rows) if rows else {}
+        outcomes = []
+        for event in events:
+            new = (psp, account, event.event_id) in inserted
+            status = EventStatus.RECEIVED if new else EventStatus.DUPLICATE
+            WEBHOOK_EVENTS.labels(psp, status).inc()
+            outcomes.append(EventOutcome(event_id=event.event_id, type=event.type, status=status,
+                                         message=RECEIVED_NOTE if new else DUPLICATE_NOTE))
+        return outcomes
+
+    async def record(self, rows: list[dict[str, Any]]) -> dict[Key, int]:
+        """Commit ``rows`` (:meth:`PspEvents.row_values`) with whatever else is waiting; the ids of
+        the rows this call inserted, by key (a key missing was stored before)."""
+        loop = asyncio.get_running_loop()
+        delivery = _Delivery(rows, loop, loop.create_future(), [(r["psp"], r["psp_account"], r["event_id"]) for r in rows])
+        with self._cond:
+            if self._closed:
+                raise WebhookNotRecorded("The service is shutting down; please deliver the webhook again.")
+            self._waiting.append(delivery)
+            self._last_activity = time.monotonic()
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="payweave-psp-inbox", daemon=True)
+                self._writer.start()
+            elif self._writer_idle:
+                # wake the writer once per group, not per delivery: each wake-up is a thread switch
+                # that the request path pays for (an applier waiting for a gap needs no wake-up)
+                self._writer_idle = False
+                self._cond.notify_all()
+        return await delivery.future
+
+    def recently_active(self, seconds: float) -> bool:
+        """Whether a delivery arrived or was committed within the last ``seconds``."""
+        return bool(self._waiting) or self._committing or time.monotonic() - self._last_activity < seconds
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """The writer's turn on SQLite (a no-op on PostgreSQL)."""
+        if self._turn is None:
+            yield
+            return
+        with self._turn:
+            yield
+
+    # ------------------------------------------------------------------ the writer
+    def _take(self) -> list[_Delivery] | None:
+        with self._cond:
+            if self._committing:
+                self._committing = False
+                self._last_activity = time.monotonic()
+            while not self._waiting and not self._closed:
+                self._writer_idle = True
+                self._cond.wait()
+            self._writer_idle = False
+            if not self._waiting:
+                return None
+            self._committing = True
+            taken, rows = 0, 0
+            for delivery in self._waiting:
+                if taken and rows + len(delivery.rows) > self.max_rows:
+                    break
+                taken += 1
+                rows += len(delivery.rows)
+            group, self._waiting = self._waiting[:taken], self._waiting[taken:]
+            return group
+
+    def _write_loop(self) -> None:
+        while (group := self._take()) is not None:
+            results = self._commit(group)
+            self.stats["deliveries"] += len(group)
+            self.stats["groups"] += 1
+            self.stats["largest_group"] = max(self.stats["largest_group"], len(group))
+            if any(isinstance(r, dict) and r for _, r in results):
+                self.applier.wake()
+            self._release(results)
+
+    def _insert(self, deliveries: list[_Delivery]) -> dict[Key, int]:
+        # a Core connection, no ORM session: the writer's own Python work is what recording costs
+        with self.turn(), self.store.engine.begin() as connection:
+            return self.events.insert_received(connection, [row for d in deliveries for row in d.rows])
+
+    def _commit(self, group: list[_Delivery]) -> list[tuple[_Delivery, dict[Key, int] | BaseException]]:
+        try:
+            inserted = self._insert(group)
+        except Exception as exc:
+            if len(group) == 1:
+                return [(group[0], exc)]
+            self.log.warning("webhook.group_commit_failed", deliveries=len(group), error_type=type(exc).__name__)
+            results: list[tuple[_Delivery, dict[Key, int] | BaseException]] = []
+            for delivery in group:  # one at a time: only a delivery the database refuses fails
+                try:
+                    results.append((delivery, self._insert([delivery])))
+                except Exception as one:
+                    results.append((delivery, one))
+            return results
+        # an event delivered twice in one group was inserted once: the first delivery owns it
+        claimed: set[Key] = set()
+        out: list[tuple[_Delivery, dict[Key, int] | BaseException]] = []
+        for delivery in group:
+            mine = {k: inserted[k] for k in delivery.keys if k in inserted and k not in claimed}
+            claimed.update(mine)
+            out.append((delivery, mine))
+        return out
+
+    def _release(self, results: list[tuple[_Delivery, dict[Key, int] | BaseException]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[dict[Key, int]], Any]]] = defaultdict(list)
+        for delivery, result in results:
+            by_loop[delivery.loop].append((delivery.future, result))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:  # that loop is closed: nobody waits any more (the events are committed)
+                pass
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit what is waiting, stop the writer and the applier."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            writer = self._writer
+        if writer is not None:
+            writer.join(timeout)
+        self.applier.stop(timeout)
+
+
+def _resolve(items: list[tuple[asyncio.Future[dict[Key, int]], Any]]) -> None:
+    for future, result in items:
+        if future.done():  # the request went away (the client hung up); its events are committed
+            continue
+        if isinstance(result, BaseException):
+            WEBHOOK_EVENTS.labels("-", "not_recorded").inc()
+            future.set_exception(WebhookNotRecorded(
+                "The webhook's events could not be recorded; please deliver it again.",
+                details={"error_type": type(result).__name__}))
+        else:
+            future.set_result(result)
+
+
+__all__ = ["EventApplier", "PspInbox", "WebhookNotRecorded"]
