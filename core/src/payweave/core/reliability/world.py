@@ -16,6 +16,7 @@ file and the same PSP and BC), which is what a restarted ``payweave serve`` sees
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import secrets
 import threading
@@ -34,6 +35,7 @@ from sqlalchemy.schema import CreateSchema, DropSchema
 from payweave.core.engine import PaymentEngine, PaymentMethodSetup
 from payweave.core.engine.links import PaymentLinks
 from payweave.core.engine.psp_events import PspEvents
+from payweave.core.engine.psp_inbox import PspInbox
 from payweave.core.jobs.clock import ManualClock
 from payweave.core.jobs.queue import JobStatus
 from payweave.core.jobs.worker import Worker
@@ -142,6 +144,8 @@ class Process:
     sync: ErpSyncService
     db: DbFaults
     worker: Worker
+    #: the HTTP service's webhook path: group-committed recording, applied afterwards
+    inbox: PspInbox
 
 
 @dataclass
@@ -319,7 +323,7 @@ class World:
                               clock=self.clock, queue=engine.jobs, document_event_handler=engine.handle_event)
         db = DbFaults(store, admin=self._terminate_backend if store.is_postgres else None)
         worker = Worker(engine, name=f"rel-worker-{self.restarts}", lease_seconds=30.0, renewal_scan=False)
-        return Process(store, plugins, engine, events, links, sync, db, worker)
+        return Process(store, plugins, engine, events, links, sync, db, worker, PspInbox(events))
 
     def _bc_sleep(self, seconds: float) -> None:
         self.retry_after_waits.append(seconds)
@@ -332,6 +336,7 @@ class World:
         old.db.disarm()
         self._drops += old.db.dropped
         try:
+            old.inbox.close(timeout=5)  # its writer thread only (nothing waits: deliveries were awaited)
             old.store.dispose()
         except Exception:  # a dead process does not clean up; neither does this one
             pass
@@ -456,7 +461,17 @@ class World:
         (the PSP delivers again later)."""
         try:
             self.controller.reached("webhook.receive")
-            self.proc.events.receive(PSP, delivery.account, self.signed(delivery))
+            if self.rng is not None and self.rng.random() < 0.5:
+                # as `payweave serve` does: record (group commit), answer, apply afterwards; a
+                # crash in between leaves the event recorded and unapplied for recovery
+                proc = self.proc
+                request = self.signed(delivery)
+                events = proc.events.verify(PSP, delivery.account, request)
+                asyncio.run(proc.inbox.receive(PSP, delivery.account, events, request.received_at))
+                self.controller.reached("webhook.recorded")
+                proc.events.apply_pending()
+            else:  # recorded and applied in the caller's thread
+                self.proc.events.receive(PSP, delivery.account, self.signed(delivery))
             return True
         except SimulatedCrash:
             self.restart()
@@ -522,6 +537,9 @@ class World:
             deferred = s.scalars(select(PspEventRow).where(PspEventRow.transaction_id.in_(tx_ids),
                                                            PspEventRow.status == "deferred")).all()
             busy += [f"webhook event {e.event_id} deferred" for e in deferred]
+            # recorded, not applied yet (any transaction: a received event is not attached yet)
+            received = s.scalars(select(PspEventRow.event_id).where(PspEventRow.status == "received").limit(5)).all()
+            busy += [f"webhook event {e} recorded, not applied" for e in received]
             jobs = s.scalars(select(JobRow).where(
                 JobRow.status.in_((JobStatus.PENDING.value, JobStatus.RUNNING.value)),
                 JobRow.kind.in_(("capture", "refund", "recover_operation", "erp_sync")),
