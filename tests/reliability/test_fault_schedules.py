@@ -29,11 +29,6 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.xfail(
-    reason="OPEN DEFECT (issue #11): with the latest engine/reconcile changes the CI-size run reports "
-    "violations (seeds 2129862800 and 722422235); replay with `payweave reliability --seed N`",
-    strict=False,
-)
 def test_ci_fault_schedules_lose_no_payment_and_move_no_money_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed = int(os.environ.get("PAYWEAVE_RELIABILITY_SEED") or random.SystemRandom().randrange(1, 2**31))
     size = SIZES["ci"]

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from typing import Any
+
+from sqlalchemy import func, literal, select
 
 from payweave.core.engine import PaymentEngine
 from payweave.core.store import DocumentRow, PaymentMethodRow, Store, TransactionRow
 from payweave.core.sync import ErpSyncService, WritebackView
-from payweave.core.sync.models import ErpInvoiceRow
+from payweave.core.sync.models import ErpInvoiceRow, ErpWritebackRow
 from payweave.hooks.models import DocumentType, Money
-from payweave.hooks.money import from_minor_units, to_minor_units
+from payweave.hooks.money import from_minor_units
 
 PAYMENT_KEY_PREFIX = "payweave-capture"
 
@@ -44,13 +46,41 @@ class _Planned:
     document_number: str
 
 
-def _plan(store: Store, company_id: str, recorded: dict[str, int]) -> list[_Planned]:
+def _key_range(transaction_id: str) -> tuple[str, str]:
+    """The write-back keys of one transaction's payments lie in ``[low, high)``: every key is
+    ``payweave-capture:{transaction}:{invoice}[:n]`` and ``;`` sorts right after ``:``, so the
+    range is an index seek on (company, kind, source_key), not a scan."""
+    low = f"{PAYMENT_KEY_PREFIX}:{transaction_id}:"
+    return low, low[:-1] + ";"
+
+
+def _recorded_minor(transaction_id: Any) -> Any:
+    """SQL: the sum of the payment write-backs made for a transaction (any status: a pending one
+    is on its way, a failed one is retried by its own job, never planned again here)."""
+    low = literal(f"{PAYMENT_KEY_PREFIX}:") + transaction_id + literal(":")
+    high = literal(f"{PAYMENT_KEY_PREFIX}:") + transaction_id + literal(";")
+    return (select(func.coalesce(func.sum(ErpWritebackRow.amount_minor), 0))
+            .where(ErpWritebackRow.company_id == TransactionRow.company_id, ErpWritebackRow.kind == "payment",
+                   ErpWritebackRow.source_key >= low, ErpWritebackRow.source_key < high)
+            .correlate(TransactionRow).scalar_subquery())
+
+
+def _plan(store: Store, company_id: str) -> list[_Planned]:
+    """What is captured and not written to the ERP yet. Only the transactions whose captured
+    amount exceeds what was written for them are read (one query: a company's years of settled
+    payments cost an index probe each, not a Python loop), so it stays cheap to run after
+    every sync."""
     planned: list[_Planned] = []
     with store.transaction() as s:
-        txs = s.scalars(select(TransactionRow).where(TransactionRow.company_id == company_id,
-                                                     TransactionRow.captured_minor > 0)
-                        .order_by(TransactionRow.created_at, TransactionRow.id)).all()
+        txs = s.scalars(select(TransactionRow).where(
+            TransactionRow.company_id == company_id, TransactionRow.captured_minor > 0,
+            TransactionRow.captured_minor > _recorded_minor(TransactionRow.id),
+        ).order_by(TransactionRow.created_at, TransactionRow.id)).all()
         for tx in txs:
+            low, high = _key_range(tx.id)
+            recorded = {w.source_key: w.amount_minor for w in s.scalars(select(ErpWritebackRow).where(
+                ErpWritebackRow.company_id == company_id, ErpWritebackRow.kind == "payment",
+                ErpWritebackRow.source_key >= low, ErpWritebackRow.source_key < high))}
             invoices = s.scalars(select(DocumentRow).where(
                 DocumentRow.company_id == company_id, DocumentRow.transaction_id == tx.id,
                 DocumentRow.document_type == DocumentType.SALES_INVOICE.value, DocumentRow.status == "posted",
@@ -84,10 +114,8 @@ def record_captured_payments(engine: PaymentEngine | None, sync: ErpSyncService,
     """Write every captured payment of a posted invoice of ``company_id`` to the ERP that is not
     written yet; returns the write-backs made by this call (posted, or pending when the ERP was
     unavailable: a job or the next call retries them)."""
-    recorded = {w.source_key: to_minor_units(w.amount, w.currency) for w in sync.writebacks(company_id)
-                if w.kind == "payment"}
     done: list[WritebackView] = []
-    for item in _plan(sync.store, company_id, recorded):
+    for item in _plan(sync.store, company_id):
         done.append(sync.record_payment(
             company_id, payment_key=item.key, invoice_id=item.invoice_id,
             amount=item.amount, external_reference=item.psp_reference[:35],
@@ -110,11 +138,12 @@ def payout_accounts(store: Store, company_id: str) -> tuple[list[tuple[str, str]
 def reconcile_company(sync: ErpSyncService, company_id: str) -> dict[str, object]:
     """Record in the ERP what payweave collected and is not recorded yet: captured payments on
     posted invoices, and paid payouts (since the company connected) of the PSP accounts its
-    payment methods use. Runs after every sync of a connected company with an account setup (the
+    payment methods use; and write-backs a crash left pending are resumed. Runs after every sync of a connected company with an account setup (the
     ``erp_sync`` job), so a payment reaches BC within the polling interval at the latest."""
     connection = sync.connection(company_id)
     if connection.status != "connected" or sync.account_setup(company_id) is None:
         return {"skipped": "not connected or no account setup yet"}
+    resumed = sync.retry_stale_writebacks(company_id)
     payments = record_captured_payments(None, sync, company_id)
     theirs, shared = payout_accounts(sync.store, company_id)
     deposits: list[WritebackView] = []
@@ -124,7 +153,7 @@ def reconcile_company(sync: ErpSyncService, company_id: str) -> dict[str, object
         deposits += sync.record_payouts(company_id, psp, psp_account=account, since=connection.connected_at)
     if shared:
         sync.log.warning("erp.reconcile.shared_psp_accounts", accounts=[f"{p}:{a}" for p, a in shared])
-    return {"payments": [w.document_number for w in payments], "deposits": [w.document_number for w in deposits],
+    return {"payments": [w.document_number for w in payments], "resumed_writebacks": resumed, "deposits": [w.document_number for w in deposits],
             "shared_psp_accounts": [f"{p}:{a}" for p, a in shared]}
 
 

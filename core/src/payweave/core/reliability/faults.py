@@ -9,6 +9,8 @@ A *point* is a place between two steps of an operation, named ``<boundary>.<oper
 * ``step.<name>``: between two steps of a flow (the previous step's outcome is committed, the
   next request has not started);
 * ``webhook.receive``: while payweave records an incoming PSP webhook.
+* ``webhook.recorded``: the service's path (group commit, answer, apply afterwards): after the
+  event is committed, before it is applied.
 
 A :class:`FaultPlan` says which :class:`FaultKind` fires at which point (and at which occurrence
 of it); the :class:`FaultController` is asked at every point by the instrumented plugin wrappers

@@ -88,8 +88,9 @@ class Flow:
             for p in (f"step.{step.name}", *step.points):
                 if p not in seen:
                     seen.append(p)
-        if "webhook.receive" not in seen:
-            seen.append("webhook.receive")  # the PSP's webhooks reach payweave in every flow
+        for point in ("webhook.receive", "webhook.recorded"):
+            if point not in seen:
+                seen.append(point)  # the PSP's webhooks reach payweave in every flow
         return seen
 
 

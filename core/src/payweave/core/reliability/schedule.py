@@ -28,6 +28,8 @@ from .flows import BUILDERS, FLOWS, WEIGHTS, Ctx, Flow, Step
 from .world import Delivery, World, _is_db_error
 
 MAX_ATTEMPTS = 25
+#: BC flows per BC company before a run moves on to a new one (see World.rotate_bc)
+BC_ROTATE = 120
 SETTLE_ROUNDS = 40
 
 
@@ -114,6 +116,10 @@ class ScheduleRunner:
         kind = flow or kind
         rng = random.Random(f"{seed}/{kind}")  # the flow's ids and amounts: distinct per (seed, flow)
         ctx = Ctx(world, rng, abs(seed), kind)
+        if kind in ("writeback", "sync") and world.config.bc:
+            world.bc_flows += 1
+            if world.bc_flows % BC_ROTATE == 0:
+                world.rotate_bc()
         outcome = ScheduleOutcome(seed=seed, flow=kind, mode="in-process",
                                   backend="postgresql" if world.is_postgres else "sqlite")
         before = snapshot(world)
@@ -265,8 +271,7 @@ class ScheduleRunner:
         else:
             outcome.violations.append(("settled", f"still in flight after recovery: {'; '.join(busy[:5])}"))
         # late duplicates of everything the PSP sent (at-least-once), then a last recovery
-        again = [d for deliveries in list(world.delivered_ids.values())[-6:] for d in deliveries[:1]]
-        for delivery in again:
+        for delivery in list(world.recent)[-6:]:
             if rng.random() < 0.3:
                 self.controller.fired[FaultKind.WEBHOOK_DUPLICATE.value] += 1
                 world.deliver(delivery)

@@ -16,10 +16,12 @@ file and the same PSP and BC), which is what a restarted ``payweave serve`` sees
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import secrets
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +35,7 @@ from sqlalchemy.schema import CreateSchema, DropSchema
 from payweave.core.engine import PaymentEngine, PaymentMethodSetup
 from payweave.core.engine.links import PaymentLinks
 from payweave.core.engine.psp_events import PspEvents
+from payweave.core.engine.psp_inbox import PspInbox
 from payweave.core.jobs.clock import ManualClock
 from payweave.core.jobs.queue import JobStatus
 from payweave.core.jobs.worker import Worker
@@ -141,6 +144,8 @@ class Process:
     sync: ErpSyncService
     db: DbFaults
     worker: Worker
+    #: the HTTP service's webhook path: group-committed recording, applied afterwards
+    inbox: PspInbox
 
 
 @dataclass
@@ -218,7 +223,12 @@ class World:
         self.ledgers = {profile: ledger_for(f"psp_mock:{self.account(profile)}") for profile in PROFILES}
         for ledger in self.ledgers.values():
             self.clock.follow(ledger.clock)
-        self.delivered_ids: dict[str, list[Delivery]] = {}
+        #: the latest deliveries (a late duplicate is drawn from them); per ledger, how many of
+        #: its events were handed out (events are only appended: no rescan of the history)
+        self.recent: deque[Delivery] = deque(maxlen=12)
+        self._event_cursor: dict[str, int] = {profile: 0 for profile in PROFILES}
+        self.bc_flows = 0
+        self.bc_rotations = 0
         self.retry_after_waits: list[float] = []
         self.redeliver: list[Delivery] = []
         self.race_threads: list[threading.Thread] = []
@@ -239,6 +249,23 @@ class World:
     @property
     def bc_company_id(self) -> str:
         return self.bc_company.id
+
+    def rotate_bc(self) -> None:
+        """Start using a new BC company (seeded, connected, accounts and payment methods set up).
+
+        Long runs move on to a fresh company now and then, as a partner has many: the
+        reconciliation reads every captured payment of a company on each run, so one company
+        holding thousands of schedules' payments would only measure that scan."""
+        from payweave.plugins.erp_businesscentral.sandbox import seed
+
+        self.bc_rotations += 1
+        with self.bc_state.lock:
+            known = set(self.bc_state.companies)
+        seed(self.bc_state, seed=11 + self.bc_rotations, customers=4, items=6, invoices_per_year=6, years=1, orders=1,
+             credit_memos=1, return_orders=1, draft_invoices=1)
+        with self.bc_state.lock:
+            self.bc_company = next(c for cid, c in self.bc_state.companies.items() if cid not in known)
+        self._connect_bc()
 
     # ------------------------------------------------------------------ database
     def _database(self, config: WorldConfig) -> str:
@@ -286,7 +313,9 @@ class World:
         bc_settings = BusinessCentralSettings(**self.bc_account)
         key = bc_plugin._client_key(bc_settings)
         if key not in bc_plugin._clients:
-            bc_plugin._clients[key] = BCClient(bc_settings, sleep=self._bc_sleep)
+            # (its rate limiter reads the same clock its waits move: the world's)
+            bc_plugin._clients[key] = BCClient(bc_settings, sleep=self._bc_sleep,
+                                               clock=lambda: self.clock.now().timestamp())
         engine = PaymentEngine(store, plugins, clock=self.clock, settings=self.settings)
         events = PspEvents(engine)
         links = PaymentLinks(engine, events, public_base_url="https://payweave.invalid")
@@ -294,7 +323,7 @@ class World:
                               clock=self.clock, queue=engine.jobs, document_event_handler=engine.handle_event)
         db = DbFaults(store, admin=self._terminate_backend if store.is_postgres else None)
         worker = Worker(engine, name=f"rel-worker-{self.restarts}", lease_seconds=30.0, renewal_scan=False)
-        return Process(store, plugins, engine, events, links, sync, db, worker)
+        return Process(store, plugins, engine, events, links, sync, db, worker, PspInbox(events))
 
     def _bc_sleep(self, seconds: float) -> None:
         self.retry_after_waits.append(seconds)
@@ -307,6 +336,7 @@ class World:
         old.db.disarm()
         self._drops += old.db.dropped
         try:
+            old.inbox.close(timeout=5)  # its writer thread only (nothing waits: deliveries were awaited)
             old.store.dispose()
         except Exception:  # a dead process does not clean up; neither does this one
             pass
@@ -344,14 +374,18 @@ class World:
         for method in methods:
             engine.save_payment_method(method)
         if self.config.bc:
-            cid = self.bc_company_id
-            self.proc.sync.connect(plugin=ERP)
-            self.proc.sync.set_account_setup(cid, payments_account=CLEARING, bank_account=BANK, fee_account=FEES,
-                                             actor="reliability")
-            engine.save_payment_method(PaymentMethodSetup(company_id=cid, code="PAYWEAVE", psp=PSP,
-                                                          psp_account=self.account("full"), capture_timing="on_posting"))
-            engine.save_payment_method(PaymentMethodSetup(company_id=cid, code="MANUAL", psp=PSP,
-                                                          psp_account=self.account("full")))
+            self._connect_bc()
+
+    def _connect_bc(self) -> None:
+        engine = self.engine
+        cid = self.bc_company_id
+        self.proc.sync.connect(plugin=ERP, erp_company_id=cid)
+        self.proc.sync.set_account_setup(cid, payments_account=CLEARING, bank_account=BANK, fee_account=FEES,
+                                         actor="reliability")
+        engine.save_payment_method(PaymentMethodSetup(company_id=cid, code="PAYWEAVE", psp=PSP,
+                                                      psp_account=self.account("full"), capture_timing="on_posting"))
+        engine.save_payment_method(PaymentMethodSetup(company_id=cid, code="MANUAL", psp=PSP,
+                                                      psp_account=self.account("full")))
 
     # ------------------------------------------------------------------ faults the world carries out
     def install_fault_handlers(self) -> None:
@@ -404,16 +438,16 @@ class World:
         out: list[Delivery] = []
         for profile, ledger in self.ledgers.items():
             with ledger.lock:
-                events = ledger.undelivered_events()
+                events = ledger.events[self._event_cursor[profile]:]
+                self._event_cursor[profile] = len(ledger.events)
                 for event in events:
                     ledger.delivered.add(event["id"])
             out += [Delivery(event, self.account(profile), profile) for event in events]
-        for d in out:
-            self.delivered_ids.setdefault(d.event_id, []).append(d)
+        self.recent.extend(out)
         return out
 
     def pending_webhooks_waiting(self) -> bool:
-        return any(ledger.undelivered_events() for ledger in self.ledgers.values())
+        return any(len(ledger.events) > self._event_cursor[p] for p, ledger in self.ledgers.items())
 
     def signed(self, delivery: Delivery) -> WebhookRequest:
         from payweave.plugins.psp_mock import signed_webhook
@@ -427,7 +461,17 @@ class World:
         (the PSP delivers again later)."""
         try:
             self.controller.reached("webhook.receive")
-            self.proc.events.receive(PSP, delivery.account, self.signed(delivery))
+            if self.rng is not None and self.rng.random() < 0.5:
+                # as `payweave serve` does: record (group commit), answer, apply afterwards; a
+                # crash in between leaves the event recorded and unapplied for recovery
+                proc = self.proc
+                request = self.signed(delivery)
+                events = proc.events.verify(PSP, delivery.account, request)
+                asyncio.run(proc.inbox.receive(PSP, delivery.account, events, request.received_at))
+                self.controller.reached("webhook.recorded")
+                proc.events.apply_pending()
+            else:  # recorded and applied in the caller's thread
+                self.proc.events.receive(PSP, delivery.account, self.signed(delivery))
             return True
         except SimulatedCrash:
             self.restart()
@@ -493,6 +537,9 @@ class World:
             deferred = s.scalars(select(PspEventRow).where(PspEventRow.transaction_id.in_(tx_ids),
                                                            PspEventRow.status == "deferred")).all()
             busy += [f"webhook event {e.event_id} deferred" for e in deferred]
+            # recorded, not applied yet (any transaction: a received event is not attached yet)
+            received = s.scalars(select(PspEventRow.event_id).where(PspEventRow.status == "received").limit(5)).all()
+            busy += [f"webhook event {e} recorded, not applied" for e in received]
             jobs = s.scalars(select(JobRow).where(
                 JobRow.status.in_((JobStatus.PENDING.value, JobStatus.RUNNING.value)),
                 JobRow.kind.in_(("capture", "refund", "recover_operation", "erp_sync")),

@@ -244,14 +244,21 @@ def recompute_open(invoice: ErpInvoiceRow, writebacks: Sequence[ErpWritebackRow]
 
 
 def _match_writebacks(delta: int, writebacks: Sequence[ErpWritebackRow]) -> list[int]:
-    """Recognise payweave's own posted payments in an ERP balance drop of ``delta`` (oldest
-    first, each at most once); returns their ids and marks them observed."""
+    """Recognise payweave's own payments in an ERP balance drop of ``delta`` (oldest first, each
+    at most once); returns their ids and marks them observed.
+
+    A payment counts once it is posted, or while still pending once a call carrying it reached
+    the ERP (``attempts`` > 0): the ERP may have applied it and lost the answer, or applied it
+    while payweave's commit of the outcome had not happened yet (a sync racing the write-back).
+    Taking that drop for someone else's payment would subtract ours twice from the open amount
+    and hide what is still due. A pending one that never reached the ERP is never matched."""
     matched: list[int] = []
     left = delta
     for wb in sorted(writebacks, key=lambda w: w.id):
         if left <= 0:
             break
-        if wb.kind == "payment" and wb.status == "posted" and not wb.observed_in_erp and wb.amount_minor <= left:
+        reached = wb.status == "posted" or (wb.status == "pending" and (wb.attempts or 0) > 0)
+        if wb.kind == "payment" and reached and not wb.observed_in_erp and wb.amount_minor <= left:
             wb.observed_in_erp = True
             left -= wb.amount_minor
             matched.append(wb.id)

@@ -392,6 +392,38 @@ class WritebackMixin:
             out.append(self._process_or_defer(view.id))
         return out
 
+    def retry_stale_writebacks(self: ErpSyncService, company_id: str) -> list[int]:
+        """Pick up write-backs left ``pending`` with nobody on them: the process that created or
+        leased one died before it finished (its lease has run out), or it was deferred without a
+        queue. With a queue, each gets a write-back job (unless one is pending already, whose
+        due time, e.g. a Retry-After, is kept); without one, each is tried now. Runs after every
+        sync (:func:`payweave.core.reconcile.reconcile_company`), so a payment whose recording
+        was cut short reaches the ERP one polling interval after its lease ran out. Returns the
+        ids picked up. Never sends an entry twice: the call leases the row, and the ERP side
+        finds an entry already posted under the same document number."""
+        from .jobs import ACTION_WRITEBACK, _pending
+
+        now = self.clock.now()
+        picked: list[int] = []
+        with self.store.transaction() as s:
+            rows = s.scalars(select(ErpWritebackRow).where(
+                ErpWritebackRow.company_id == company_id, ErpWritebackRow.status == "pending",
+                (ErpWritebackRow.lease_expires_at.is_(None)) | (ErpWritebackRow.lease_expires_at <= now),
+            ).order_by(ErpWritebackRow.id)).all()
+            for row in rows:
+                if self.queue is not None:
+                    if _pending(s, company_id, ACTION_WRITEBACK, writeback_id=row.id) is None:
+                        self._enqueue_writeback_job(s, row)
+                        picked.append(row.id)
+                else:
+                    picked.append(row.id)
+        if self.queue is None:
+            for writeback_id in picked:
+                self._process_or_defer(writeback_id)
+        if picked:
+            self.log.info("erp.writeback.resumed", company=company_id, writebacks=picked)
+        return picked
+
     def _enqueue_writeback_job(self: ErpSyncService, session: Session, row: ErpWritebackRow,
                                delay: float = 0.0) -> Any:
         from .jobs import ACTION_WRITEBACK, enqueue_erp_job
