@@ -55,6 +55,18 @@ class Api:
         with self.engine.store.transaction() as s:
             return {t.__tablename__: s.scalar(select(func.count()).select_from(t)) for t in tables or MONEY_TABLES}
 
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until the service has applied every event it recorded (it applies after
+        answering), so amounts read next are not moved by an earlier test's event."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.engine.store.transaction() as s:
+                waiting = s.scalar(select(func.count()).select_from(PspEventRow).where(PspEventRow.status == "received"))
+            if not waiting:
+                return
+            assert time.monotonic() < deadline, f"{waiting} recorded webhook events still not applied"
+            time.sleep(0.02)
+
     def alive(self) -> bool:
         return httpx.get(f"{self.url}/health", timeout=10).status_code == 200
 
@@ -262,6 +274,7 @@ def test_forged_signatures_are_400_and_store_nothing(api: Api, header: str | Non
 
 def test_tampered_replayed_stale_and_foreign_signatures(api: Api) -> None:
     url = f"{api.url}/webhooks/psp_mock/default"
+    api.settle()
     before = api.engine.get_transaction(COMPANY, api.tx["id"]).amounts
     body = json.dumps(_event(api, total_captured_minor=5000)).encode()
     now = int(time.time())
@@ -280,6 +293,7 @@ def test_tampered_replayed_stale_and_foreign_signatures(api: Api) -> None:
     assert first.status_code == 200, first.text
     again = [httpx.post(url, content=body, headers=_signed(body, now + k), timeout=30) for k in (0, 1, 2)]
     assert [r.json()["events"][0]["status"] for r in again] == ["duplicate"] * 3
+    api.settle()
     assert api.engine.get_transaction(COMPANY, api.tx["id"]).amounts == before  # 50.00 captured is recorded already
 
 
@@ -291,10 +305,12 @@ def test_hostile_bodies_behind_valid_signatures_never_move_money_wrongly(api: Ap
     if isinstance(data, dict) and data:
         data.setdefault("payment", api.tx["psp_reference"])
     body = json.dumps(event, allow_nan=True).encode()
+    api.settle()
     before = api.engine.get_transaction(COMPANY, api.tx["id"]).amounts
     response = httpx.post(f"{api.url}/webhooks/psp_mock/default", content=body, headers=_signed(body, int(time.time())),
                           timeout=30)
     assert response.status_code in (200, 400, 422), (response.status_code, response.text[:300])
+    api.settle()  # applied after the answer: look once it is
     after = api.engine.get_transaction(COMPANY, api.tx["id"]).amounts
     # amounts only ever move to what the PSP's books say; nothing here matches them, so nothing moves
     assert after == before, (event, after)
