@@ -293,7 +293,11 @@ def psp_parse_webhook(account: Account, request: WebhookRequest) -> list[PspEven
         *before* parsing, compare in constant time, and reject replays outside the tolerance.
 
     The core deduplicates on ``event_id`` and applies events in order per transaction, so a
-    plugin need not remember what it has seen. Declared by: ``Feature.WEBHOOKS``.
+    plugin need not remember what it has seen. The HTTP service calls this hook on its event
+    loop, before it records the events (it answers the PSP once they are committed and applies
+    them afterwards): do no I/O here (no HTTP call, no database, no sleeping) and keep it to
+    verifying and parsing the bytes given; anything that needs the PSP's API belongs in the
+    operation hooks. Declared by: ``Feature.WEBHOOKS``.
     """
 
 
