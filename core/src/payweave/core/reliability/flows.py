@@ -363,7 +363,9 @@ def flow_link(ctx: Ctx) -> Flow:
         return link.payment_reference
 
     def confirm() -> Any:
-        for delivery in world.pending_webhooks():
+        # what the PSP sends now, and again what payweave did not take before (the PSP retries)
+        batch, world.redeliver = world.pending_webhooks() + world.redeliver, []
+        for delivery in batch:
             if not world.deliver(delivery):
                 world.redeliver.append(delivery)
         view = ctx.engine.transaction_for_document(doc.company_id, doc.document_type, doc.document_id)

@@ -22,6 +22,7 @@ import secrets
 import threading
 import uuid
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,12 @@ class WorldClock(ManualClock):
     def follow(self, mock_clock: Any) -> None:
         mock_clock.freeze(self.now())
         self._followers.append(mock_clock)
+
+    def carry(self, running_clock: Any) -> None:
+        """Move a clock that keeps running in real time (BC's) forward with this one, so the
+        other side never falls behind payweave's time: BC stamps a change made after payweave
+        connected later than the connection, as in the real world."""
+        self._followers.append(running_clock)
 
     def advance(self, delta: timedelta | float) -> datetime:
         step = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
@@ -192,6 +199,7 @@ class World:
         self.bc_server: LoopbackServer | None = LoopbackServer(create_app(self.bc_state)).start() if config.bc else None
         bc_client_id, bc_secret = self.bc_state.register_app()
         self.clock = WorldClock(start)
+        self.clock.carry(self.bc_state.clock)
 
         # ---- secrets: every one of them is looked for in every log line of the run
         pepper = f"pepper-{secrets.token_urlsafe(18)}"
@@ -467,7 +475,7 @@ class World:
                 proc = self.proc
                 request = self.signed(delivery)
                 events = proc.events.verify(PSP, delivery.account, request)
-                asyncio.run(proc.inbox.receive(PSP, delivery.account, events, request.received_at))
+                _run_coroutine(proc.inbox.receive(PSP, delivery.account, events, request.received_at))
                 self.controller.reached("webhook.recorded")
                 proc.events.apply_pending()
             else:  # recorded and applied in the caller's thread
@@ -572,6 +580,17 @@ class World:
             from payweave.plugins.erp_businesscentral import plugin as bc_plugin
 
             bc_plugin.reset_clients()
+
+
+def _run_coroutine(coroutine: Any) -> Any:
+    """Run ``coroutine`` to its end from synchronous code, also when this thread already runs an
+    event loop (a test's browser driver, say): then on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reliability-webhook") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _event_id(delivery: Delivery) -> str:
