@@ -16,22 +16,18 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.schema import CreateSchema, DropSchema
 
 from payweave.core.logging import configure
 from payweave.core.reliability.faults import FaultController
 from payweave.core.reliability.schedule import ScheduleRunner
 from payweave.core.reliability.world import SecretScanner, World, WorldConfig
-from payweave.core.store import Store
+from payweave.core.testing.stores import postgres_schema_url
 
 POSTGRES_ENV = "PAYWEAVE_TEST_POSTGRES_URL"
 SKIP_PG = f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/payweave_test); it is not set"
@@ -48,19 +44,9 @@ def postgres_url(postgres_base: str | None) -> Iterator[str]:
     """A migrated schema of its own for one test."""
     if not postgres_base:
         pytest.skip(SKIP_PG)
-    schema = f"pw_relt_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(postgres_base)
-    with admin.begin() as conn:
-        conn.execute(CreateSchema(schema))
-    url = make_url(postgres_base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-        hide_password=False)
-    Store(url).dispose()
-    try:
+    with postgres_schema_url("pw_relt") as url:
+        assert url is not None
         yield url
-    finally:
-        with admin.begin() as conn:
-            conn.execute(DropSchema(schema, cascade=True))
-        admin.dispose()
 
 
 @pytest.fixture
