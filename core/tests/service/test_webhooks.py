@@ -220,3 +220,66 @@ def test_external_capture_and_psp_events_of_a_transaction(service):
     events = service.a.get(f"/v1/transactions/{tx['id']}/psp-events").json()
     assert [(e["type"], e["status"]) for e in events] == [("authorized", "no_change"), ("captured", "applied")]
     assert_problem(service.b.get(f"/v1/transactions/{tx['id']}/psp-events"), 404, "transaction_not_found")
+
+
+def _forged(service, raw_type: str, **data):
+    """A webhook the PSP's key signed, whose figures the PSP's books do not hold (a PSP bug, a
+    leaked webhook secret): not one of the ledger's own events."""
+    ledger = service.ledger()
+    event = {"id": f"mevt_forged_{raw_type}_{len(ledger.events)}_{time.time_ns()}", "type": raw_type,
+             "created": int(ledger.clock.now().timestamp()), "data": data}
+    return signed_webhook(_account(service), event, received_at=ledger.clock.now())
+
+
+def test_signed_events_the_psps_books_contradict_move_nothing(service):
+    put_method(service.a)
+    _, tx = authorized(service.a, lines=[item_line(10000, "80.00")])
+    list(pending_webhooks(_account(service)))  # the authorization's own event: not under test
+    ref = tx["psp_reference"]
+    assert service.a.post(f"/v1/transactions/{tx['id']}/capture", json={"amount": "50.00"}).status_code == 200
+    list(pending_webhooks(_account(service)))
+    before = _tx(service, tx["id"])
+    assert before["amounts"]["captured"] == "50.00" and before["amounts"]["authorized"] == "80.00"
+    forged = [
+        _forged(service, "payment.expired", payment=ref, note="anything"),
+        _forged(service, "payment.voided", payment=ref, currency="EUR", amount_minor=3000),
+        _forged(service, "payment.captured", payment=ref, currency="EUR", total_captured_minor=8000),
+        _forged(service, "payment.captured", payment=ref, currency="EUR", amount_minor=1000),
+        _forged(service, "payment.refunded", payment=ref, currency="EUR", total_refunded_minor=2000),
+        _forged(service, "payment.refunded", payment=ref, currency="EUR", amount_minor=100),
+    ]
+    assert service.settled(service.deliver(requests=forged)) == ["ignored"] * len(forged)
+    after = _tx(service, tx["id"])
+    assert after["amounts"] == before["amounts"] and after["status"] == before["status"]
+    notes = [e for e in service.a.get(f"/v1/transactions/{tx['id']}/psp-events").json() if e["status"] == "ignored"]
+    assert len(notes) == len(forged)
+    assert all("the PSP's books show the payment partly captured: 80.00 EUR authorized, 50.00 EUR captured, "
+               "0.00 EUR paid back, 30.00 EUR still reserved" in e["note"] for e in notes), notes
+
+    # what the PSP's books do show is applied: the reservation really expires at the PSP
+    service.ledger().advance(days=8)
+    [expiry] = [r for r in pending_webhooks(_account(service)) if json.loads(r.body)["type"] == "payment.expired"]
+    assert service.settled(service.deliver(requests=[expiry])) == ["applied"]
+    view = _tx(service, tx["id"])
+    assert view["amounts"]["captured"] == "50.00" and view["amounts"]["expired"] == "30.00", view["amounts"]
+    assert view["amounts"]["capturable"] == "0.00"
+
+
+def test_a_change_made_at_the_psp_waits_while_its_books_cannot_be_read(service):
+    put_method(service.a)
+    _, tx = authorized(service.a, lines=[item_line(10000, "30.00")])
+    list(pending_webhooks(_account(service)))
+    service.engine.plugins.psp("psp_mock").capture(_account(service), CaptureRequest(
+        idempotency_key="dash-books", transaction_id=tx["id"], psp_reference=tx["psp_reference"],
+        amount=Money.of("30.00", "EUR")))
+    ledger = service.ledger()
+    ledger.inject(Fault.UNAVAILABLE, "get_payment", times=20)  # down for every applier that tries
+    responses = service.deliver()
+    assert service.settled(responses) == ["deferred"]
+    assert _tx(service, tx["id"])["amounts"]["captured"] == "0.00"
+    [event] = service.a.get(f"/v1/transactions/{tx['id']}/psp-events").json()
+    assert "could not be read" in event["note"] and "temporarily_unavailable" in event["note"], event
+    ledger.clear_faults()
+    assert service.context.events.reapply_deferred() >= 1  # the maintenance sweep: the PSP answers now
+    assert _tx(service, tx["id"])["amounts"]["captured"] == "30.00"
+    assert service.settled(responses) == ["applied"]

@@ -272,10 +272,16 @@ def psp_renew_reservation(account: Account, request: RenewReservationRequest) ->
 @_spec(firstresult=True)
 def psp_get_payment(account: Account, psp_reference: str) -> PaymentLookup:
     """Read a payment's current state at the PSP (advanced import, reconciliation after a
-    timeout, re-fetch when webhooks arrive out of order).
+    timeout, re-fetch when webhooks arrive out of order). The core also calls it before it
+    applies a webhook that reports a change payweave did not make itself (a capture, release,
+    expiry or refund made in the PSP's dashboard, an authorization of a waiting payment): the
+    event moves the payment only as far as these books show. Read the PSP's current state, not a
+    cache; the core calls it outside its locks and transactions and retries later when it raises
+    :class:`TemporarilyUnavailable`.
 
     :param psp_reference: the PSP's id of the payment.
-    :return: :class:`~payweave.hooks.models.PaymentLookup` with amounts and status.
+    :return: :class:`~payweave.hooks.models.PaymentLookup` with amounts and status; fill
+        ``capturable`` (what is still reserved) when the PSP says it.
 
     :raises RemoteNotFound: no such payment.
     Declared by: ``Feature.PAYMENT_LOOKUP``.

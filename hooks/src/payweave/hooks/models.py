@@ -347,13 +347,23 @@ class RenewalResult(_Model):
 
 
 class PaymentLookup(_Model):
-    """State of a payment at the PSP (``psp_get_payment``), for advanced import and reconciliation."""
+    """State of a payment at the PSP (``psp_get_payment``): for advanced import, reconciliation,
+    and the core's check of a webhook that reports a change payweave did not make itself.
+
+    :param amount: what was authorized. ``captured`` and ``refunded`` are cumulative totals
+        (``refunded`` includes credits).
+    :param capturable: what is still reserved and can be captured now (authorized minus
+        captured, released and lapsed); 0 once the payment is closed. ``None`` when the PSP does
+        not say: the core then takes ``amount - captured`` while the status is ``reserved`` or
+        ``partly_captured``, and 0 otherwise.
+    """
 
     psp_reference: str
     status: PaymentStatus
     amount: Money
     captured: Money
     refunded: Money
+    capturable: Money | None = None
     expires_at: datetime | None = None
     customer_id: str | None = None
 

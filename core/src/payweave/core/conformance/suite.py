@@ -349,6 +349,11 @@ class TestPaymentLookup(_Suite):
         assert found.psp_reference == ref and found.status is PaymentStatus.CAPTURED
         assert found.amount == payweave.money("10.00") and found.captured == payweave.money("10.00")
         assert found.refunded == payweave.money("0")
+        assert found.capturable in (None, payweave.money("0")), "a captured payment has nothing left to capture"
+        if payweave.declares(Feature.RESERVE) and payweave.caps.manual_capture:
+            held = payweave.psp.get_payment(payweave.account, payweave.reserved("7.00").psp_reference)
+            assert held.status is PaymentStatus.RESERVED and held.captured == payweave.money("0")
+            assert held.capturable in (None, payweave.money("7.00")), "capturable: what is still reserved"
         with payweave.expect(RemoteNotFound, what="looking up an unknown reference"):
             payweave.psp.get_payment(payweave.account, payweave.unknown_reference())
 

@@ -28,6 +28,15 @@ payment-peers D1-D3, D10). The rules here:
   unknown outcome (timeout), money events are stored as ``deferred``: the engine replays that
   call with its own idempotency key and records the true outcome; deferred events are
   re-evaluated afterwards (next event on the transaction, or :meth:`PspEvents.reapply_deferred`).
+* **The PSP's books decide.** An event that would move a payment in a way payweave did not
+  move it itself (a capture, release, expiry or refund "outside payweave", an authorization or a
+  cancellation of a payment still waiting for the customer) is checked against the PSP's own
+  books first (``psp_get_payment``, when the PSP declares ``payment_lookup``), read outside the
+  lock and the database transaction; the event is applied only as far as those books show it,
+  and otherwise ``ignored`` with a note saying what the books show. A signed webhook is the
+  PSP's word, but one with nonsense figures (a bug at the PSP, a leaked webhook secret) must not
+  move money. When the books cannot be read (the PSP is down) the event is ``deferred`` and
+  re-evaluated by the maintenance sweep. A PSP without the lookup is taken at its signed word.
 * **Nothing is lost.** An event for a reference payweave does not know yet (a checkout whose
   payment id is only revealed by ``link_completed``) is stored ``unmatched`` and applied, in
   order, as soon as the reference becomes known. Unknown event types and payouts are stored and
@@ -37,8 +46,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, select
@@ -49,8 +59,9 @@ from payweave.core.logging import get_logger
 from payweave.core.metrics import WEBHOOK_EVENTS
 from payweave.core.store import HistoryRow, OperationRow, TransactionRow
 from payweave.core.store.service_models import PaymentLinkRow, PspEventRow, ServiceOperationRow
-from payweave.hooks.errors import PayweaveError
-from payweave.hooks.models import EventType, PspEvent, WebhookRequest
+from payweave.hooks.capabilities import Feature
+from payweave.hooks.errors import PayweaveError, RemoteNotFound
+from payweave.hooks.models import EventType, PaymentLookup, PaymentStatus, PspEvent, WebhookRequest
 from payweave.hooks.money import Money, from_minor_units
 
 from .service import UNFINISHED, OpStatus, PaymentEngine
@@ -71,7 +82,8 @@ class EventStatus:
     NO_CHANGE = "no_change"
     """Already reflected (the engine recorded it, or a newer event did)."""
     DEFERRED = "deferred"
-    """An operation of the transaction awaits its outcome; re-evaluated afterwards."""
+    """An operation of the transaction awaits its outcome, or the PSP's books that confirm the
+    event could not be read; re-evaluated afterwards (next event, the maintenance sweep)."""
     UNMATCHED = "unmatched"
     """No transaction has this reference yet; applied when one gets it."""
     STORED = "stored"
@@ -135,6 +147,29 @@ def _minor(money: Money | None, currency: str) -> int | None:
 
 class _Inconsistent(Exception):
     """An event whose figures cannot belong to the transaction (kept, not applied)."""
+
+
+_BookKey = tuple[str, str, str]  # (psp, account, psp reference)
+_T = TypeVar("_T")
+#: The PSP's books read for the apply under way (see :meth:`PspEvents._with_books`); None where
+#: the caller cannot read them (an event needing them is deferred there, for the sweep).
+_BOOKS: ContextVar[dict[_BookKey, PaymentLookup | PayweaveError] | None] = ContextVar("payweave_psp_books", default=None)
+_OPEN_AT_PSP = (PaymentStatus.RESERVED, PaymentStatus.PARTLY_CAPTURED)
+_GIVEN_UP_AT_PSP = (PaymentStatus.FAILED, PaymentStatus.VOIDED, PaymentStatus.EXPIRED)
+BOOKS_NOTE = "The event reports a change payweave did not make; it is applied once the PSP's books confirm it."
+
+
+class _NeedsBooks(Exception):
+    """Raised inside the database transaction when an event needs the PSP's books that were not
+    read yet: the caller rolls back, reads them outside the lock, and applies again."""
+
+    def __init__(self, key: _BookKey) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class _Unconfirmed(Exception):
+    """The PSP's books could not be read (the PSP did not answer): the event is deferred."""
 
 
 def store_ledger(tx: TransactionRow, ledger: Ledger, phase: Phase, now: datetime) -> None:
@@ -330,7 +365,11 @@ class PspEvents:
         """Apply one recorded event (``received``, or ``deferred`` to re-evaluate) to its
         transaction, under the transaction's document lock and in one database transaction; an
         event for no known transaction is settled as unmatched, ignored or stored. None when the
-        row is gone; the row's state when another applier took it first."""
+        row is gone; the row's state when another applier took it first. The PSP's books, when
+        the event needs them, are read before (outside the lock and the transaction)."""
+        return self._with_books(lambda: self._apply_row(row_id))
+
+    def _apply_row(self, row_id: int) -> EventOutcome | None:
         for _ in range(3):
             with self.store.transaction() as s:
                 row = s.get(PspEventRow, row_id)
@@ -489,7 +528,12 @@ class PspEvents:
         now = self.engine.clock.now()
         row.company_id = tx.company_id
         row.transaction_id = tx.id
-        status, note = self._decide(s, tx, row, event, now)
+        try:
+            status, note = self._decide(s, tx, row, event, now)
+        except _NeedsBooks:
+            if _BOOKS.get() is not None:
+                raise  # the caller reads the books and applies again
+            status, note = EventStatus.DEFERRED, BOOKS_NOTE  # here they cannot be read: the sweep does
         row.status = status
         row.note = note
         row.applied_at = now if status in (EventStatus.APPLIED, EventStatus.NO_CHANGE, EventStatus.IGNORED) else None
@@ -531,6 +575,77 @@ class PspEvents:
             return handler(s, tx, row, event, now)
         except _Inconsistent as exc:
             return EventStatus.IGNORED, f"The event cannot apply to this payment: {exc}."
+        except _Unconfirmed as exc:
+            return EventStatus.DEFERRED, str(exc)
+
+    # ---- the PSP's books -----------------------------------------------------------------------
+    def _with_books(self, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` (which takes the lock and the database transaction itself); when an
+        event in it needs the PSP's books, read them now, outside both, and run it again. The
+        books read serve this attempt only, so they are never older than the event."""
+        books: dict[_BookKey, PaymentLookup | PayweaveError] = {}
+        token = _BOOKS.set(books)
+        try:
+            while True:
+                try:
+                    return attempt()
+                except _NeedsBooks as need:
+                    if need.key in books:  # pragma: no cover - _books answers from what was read
+                        raise RuntimeError(f"the PSP's books of {need.key} were read and asked for again") from None
+                    books[need.key] = self._read_books(*need.key)
+        finally:
+            _BOOKS.reset(token)
+
+    def _read_books(self, psp: str, account: str, reference: str) -> PaymentLookup | PayweaveError:
+        try:
+            return self.engine.plugins.psp(psp).get_payment(self.engine.account(psp, account), reference)
+        except PayweaveError as exc:
+            self.log.warning("webhook.books_unreadable", psp=psp, account=account, psp_reference=reference, code=exc.code)
+            return exc
+
+    def _books(self, tx: TransactionRow, event: PspEvent) -> PaymentLookup | None:
+        """The PSP's books of the payment, to confirm an event that would move it in a way payweave
+        did not; None when the PSP offers no lookup (its signed word is taken then). Raises
+        :class:`_NeedsBooks` when not read yet, :class:`_Inconsistent` when the PSP has no such
+        payment, :class:`_Unconfirmed` when it did not answer."""
+        reference = tx.psp_reference or event.psp_reference
+        if not reference or not self.engine.capabilities(tx.psp, tx.psp_account).declares(Feature.PAYMENT_LOOKUP):
+            return None
+        key = (tx.psp, tx.psp_account, reference)
+        books = _BOOKS.get()
+        if books is None or key not in books:
+            raise _NeedsBooks(key)
+        found = books[key]
+        if isinstance(found, RemoteNotFound):
+            raise _Inconsistent(f"the PSP has no payment {reference}")
+        if isinstance(found, PayweaveError):
+            raise _Unconfirmed(
+                f"The PSP's books could not be read to confirm this event ({found.code}); it is re-evaluated later."
+            )
+        if found.amount.currency != tx.currency:
+            raise _Inconsistent(f"the PSP's books keep the payment in {found.amount.currency}, payweave in {tx.currency}")
+        return found
+
+    def _capturable(self, tx: TransactionRow, books: PaymentLookup) -> int:
+        """What the PSP's books still hold reserved, in minor units."""
+        if books.capturable is not None:
+            return _minor(books.capturable, tx.currency) or 0
+        if books.status not in _OPEN_AT_PSP:
+            return 0
+        return max((_minor(books.amount, tx.currency) or 0) - (_minor(books.captured, tx.currency) or 0), 0)
+
+    def _books_show(self, tx: TransactionRow, books: PaymentLookup) -> str:
+        shown = (f"the PSP's books show the payment {books.status.value.replace('_', ' ')}: "
+                 f"{self._fmt(tx, _minor(books.amount, tx.currency) or 0)} authorized, "
+                 f"{self._fmt(tx, _minor(books.captured, tx.currency) or 0)} captured, "
+                 f"{self._fmt(tx, _minor(books.refunded, tx.currency) or 0)} paid back")
+        return shown + f", {self._fmt(tx, self._capturable(tx, books))} still reserved"
+
+    def _confirm_given_up(self, tx: TransactionRow, event: PspEvent) -> None:
+        """A payment waiting for the customer ends (cancelled, expired) only if the PSP's books say so."""
+        books = self._books(tx, event)
+        if books is not None and books.status not in _GIVEN_UP_AT_PSP:
+            raise _Inconsistent(self._books_show(tx, books))
 
     # ---- helpers -------------------------------------------------------------------------------
     def _actor(self, tx: TransactionRow) -> str:
@@ -572,6 +687,13 @@ class PspEvents:
         before = tx.status
         if captured > amount:
             raise _Inconsistent(f"captured {self._fmt(tx, captured)} exceeds the authorized {self._fmt(tx, amount)}")
+        books = self._books(tx, event)
+        if books is not None and (
+            books.status in (PaymentStatus.PENDING, PaymentStatus.FAILED)
+            or (_minor(books.amount, tx.currency) or 0) < amount
+            or (_minor(books.captured, tx.currency) or 0) < captured
+        ):
+            raise _Inconsistent(self._books_show(tx, books))
         ledger = Ledger(tx.currency, authorized=amount, captured=captured)
         store_ledger(tx, ledger, Phase.ACTIVE, now)
         if event.psp_reference and not tx.psp_reference:
@@ -652,6 +774,9 @@ class PspEvents:
             raise _Inconsistent(
                 f"the PSP reports {self._fmt(tx, total)} captured, but only {self._fmt(tx, ledger.open)} more was reserved"
             )
+        books = self._books(tx, event)
+        if books is not None and (_minor(books.captured, tx.currency) or 0) < total:
+            raise _Inconsistent(self._books_show(tx, books))
         before = tx.status
         store_ledger(tx, ledger.with_(captured=total), Phase.ACTIVE, now)
         message = f"The PSP reports a capture of {self._fmt(tx, delta)} made outside payweave (total {self._fmt(tx, total)})."
@@ -661,6 +786,7 @@ class PspEvents:
     def _on_voided(self, s, tx, row, event, now) -> tuple[str, str]:
         ledger = ledger_of(tx)
         if self._awaiting_authorization(s, tx) and tx.status != TxStatus.FAILED.value:
+            self._confirm_given_up(tx, event)
             before = tx.status
             tx.status = TxStatus.FAILED.value
             tx.updated_at = now
@@ -675,6 +801,9 @@ class PspEvents:
         if ledger.open <= 0:
             return EventStatus.NO_CHANGE, "Nothing is reserved any more; the release is recorded."
         released = ledger.open if amount is None else min(amount, ledger.open)
+        books = self._books(tx, event)
+        if books is not None and self._capturable(tx, books) > ledger.open - released:
+            raise _Inconsistent(self._books_show(tx, books))
         before = tx.status
         store_ledger(tx, ledger.with_(voided=ledger.voided + released), phase_of(tx.status), now)
         tx.expires_at = tx.expires_at if ledger.open - released > 0 else None
@@ -686,6 +815,7 @@ class PspEvents:
         if self._awaiting_authorization(s, tx):
             if tx.status == TxStatus.FAILED.value:
                 return EventStatus.NO_CHANGE, "The payment was given up already."
+            self._confirm_given_up(tx, event)
             before = tx.status
             tx.status = TxStatus.FAILED.value
             tx.updated_at = now
@@ -695,6 +825,9 @@ class PspEvents:
         ledger = ledger_of(tx)
         if ledger.open <= 0:
             return EventStatus.NO_CHANGE, "Nothing is reserved any more; the expiry is recorded."
+        books = self._books(tx, event)
+        if books is not None and self._capturable(tx, books) > 0:
+            raise _Inconsistent(self._books_show(tx, books))
         before = tx.status
         lapsed = ledger.open
         store_ledger(tx, ledger.with_(expired=ledger.expired + lapsed), phase_of(tx.status), now)
@@ -727,6 +860,9 @@ class PspEvents:
             raise _Inconsistent(
                 f"the PSP reports {self._fmt(tx, total)} paid back, but only {self._fmt(tx, ledger.captured)} was captured"
             )
+        books = self._books(tx, event)
+        if books is not None and (_minor(books.refunded, tx.currency) or 0) < total:
+            raise _Inconsistent(self._books_show(tx, books))
         before = tx.status
         changed = ledger.with_(credited=ledger.credited + delta) if credit else ledger.with_(refunded=ledger.refunded + delta)
         store_ledger(tx, changed, Phase.ACTIVE, now)
@@ -752,6 +888,10 @@ class PspEvents:
         return s.scalars(query.order_by(PaymentLinkRow.created_at.desc())).first()
 
     def _on_link_completed(self, s, tx, row, event, now) -> tuple[str, str]:
+        if event.psp_reference and tx.psp_reference and event.psp_reference != tx.psp_reference:
+            raise _Inconsistent(f"the link was paid with {event.psp_reference}, the payment has {tx.psp_reference}")
+        if self._awaiting_authorization(s, tx):
+            self._books(tx, event)  # read before anything changes (the authorization below checks them)
         link = self._link_of(s, tx, event)
         if link is not None:
             link.status = "completed"
@@ -830,14 +970,16 @@ class PspEvents:
             pairs = sorted({(c, t) for c, t in s.execute(query.distinct()).all() if c and t})
         done = 0
         for company, tx_id in pairs:
-            with self.locked(company, tx_id):
-                with self.store.transaction() as s:
-                    tx = s.get(TransactionRow, tx_id)
-                    if tx is not None:
-                        done += self._reapply_deferred(s, tx)
+            done += self._with_books(lambda company=company, tx_id=tx_id: self._reapply_deferred_of(company, tx_id))
         if company_id is None and transaction_id is None:
             done += self.apply_pending() + self.apply_unmatched()
         return done
+
+    def _reapply_deferred_of(self, company: str, tx_id: str) -> int:
+        with self.locked(company, tx_id):
+            with self.store.transaction() as s:
+                tx = s.get(TransactionRow, tx_id)
+                return self._reapply_deferred(s, tx) if tx is not None else 0
 
     def apply_unmatched(self, limit: int = 500) -> int:
         """Apply events stored ``unmatched`` whose reference a transaction has by now.
@@ -862,13 +1004,18 @@ class PspEvents:
                 if tx is None:
                     continue
                 company, tx_id = tx.company_id, tx.id
-            with self.locked(company, tx_id):
-                with self.store.transaction() as s:
-                    tx = s.get(TransactionRow, tx_id)
-                    if tx is not None and tx.psp_reference == reference:
-                        self._apply_unmatched(s, tx)
-                        applied += 1
+            applied += self._with_books(
+                lambda company=company, tx_id=tx_id, reference=reference: self._apply_unmatched_of(company, tx_id, reference))
         return applied
+
+    def _apply_unmatched_of(self, company: str, tx_id: str, reference: str) -> int:
+        with self.locked(company, tx_id):
+            with self.store.transaction() as s:
+                tx = s.get(TransactionRow, tx_id)
+                if tx is None or tx.psp_reference != reference:
+                    return 0
+                self._apply_unmatched(s, tx)
+                return 1
 
     @contextmanager
     def locked(self, company_id: str, tx_id: str) -> Iterator[None]:

@@ -52,6 +52,7 @@ def create_app(settings: PayweaveSettings | None = None, *, context: Any = None)
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        redirect_slashes=False,  # "/v1/transactions/%2F" is a 404 problem, not a redirect to the list
     )
     app.state.settings = settings
     app.state.context = context

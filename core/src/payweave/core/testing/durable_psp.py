@@ -312,7 +312,7 @@ def psp_get_payment(account: Account, psp_reference: str) -> PaymentLookup:
     )
     m = lambda minor: Money(amount=from_minor_units(minor, cur), currency=cur)  # noqa: E731
     return PaymentLookup(psp_reference=psp_reference, status=status, amount=m(row.amount), captured=m(row.captured),
-                         refunded=m(row.refunded))
+                         refunded=m(row.refunded), capturable=m(max(open_, 0)))
 
 
 # ---- reading the ledger (tests) -------------------------------------------------------------

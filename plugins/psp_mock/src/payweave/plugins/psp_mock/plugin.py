@@ -637,6 +637,8 @@ def psp_get_payment(account: Account, psp_reference: str) -> PaymentLookup:
             amount=payment.money(payment.amount),
             captured=payment.money(payment.captured),
             refunded=payment.money(payment.refunded + payment.credited),
+            capturable=payment.money(max(payment.remaining, 0)) if payment.status in (
+                PaymentStatus.RESERVED, PaymentStatus.PARTLY_CAPTURED) else payment.money(Decimal(0)),
             expires_at=payment.expires_at,
             customer_id=payment.customer_id,
         )

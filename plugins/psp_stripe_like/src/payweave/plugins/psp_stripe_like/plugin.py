@@ -613,6 +613,7 @@ def psp_get_payment(account: Account, psp_reference: str) -> PaymentLookup:
         amount=_money(pi["amount"], currency),
         captured=_money(captured, currency),
         refunded=_money(refunded, currency),
+        capturable=_money(pi.get("amount_capturable") or 0, currency) if status == "requires_capture" else _money(0, currency),
         expires_at=_expires_at(pi),
         customer_id=pi.get("customer") if isinstance(pi.get("customer"), str) else None,
     )
