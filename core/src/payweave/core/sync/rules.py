@@ -100,8 +100,13 @@ def _currency(value: str, default: str | None, what: str) -> str:
         raise RecordUnusable(f"{what}: {exc.message}") from None
 
 
+#: ``json.dumps(payload, sort_keys=True, default=str)``, with its encoder made once (the text is
+#: what earlier syncs hashed; a payload here never refers to itself)
+_DIGEST_JSON = json.JSONEncoder(sort_keys=True, default=str, check_circular=False)
+
+
 def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(_DIGEST_JSON.encode(payload).encode()).hexdigest()
 
 
 def payweave_status(erp_status: str, remaining_minor: int, open_minor: int, paid_via_payweave: bool) -> str:
