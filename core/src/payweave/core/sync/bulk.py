@@ -23,6 +23,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 
+_NOTHING = object()
+
+
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
@@ -78,19 +81,29 @@ class BulkInsert:
             if len(row) != width:
                 raise ValueError(f"{self.table.name}: a row has columns {sorted(row)}, expected {sorted(self.columns)}")
         params: list[Any] = []
+        # a column often holds the same object in every row (the run's ``now``, a date): each
+        # processor remembers its last input and output
+        last_in: list[Any] = [_NOTHING] * len(compiled.processors)
+        last_out: list[Any] = [None] * len(compiled.processors)
         if compiled.order is not None:
             order, positions = compiled.order, compiled.positions
             for row in rows:
                 values = [row[c] for c in order]
-                for i, processor in positions:
-                    values[i] = processor(values[i])
+                for k, (i, processor) in enumerate(positions):
+                    value = values[i]
+                    if value is not last_in[k]:
+                        last_in[k], last_out[k] = value, processor(value)
+                    values[i] = last_out[k]
                 params.append(tuple(values))
         else:
             columns, processors = self.columns, compiled.processors
             for row in rows:
                 converted = {c: row[c] for c in columns}
-                for name, processor in processors:
-                    converted[name] = processor(converted[name])
+                for k, (name, processor) in enumerate(processors):
+                    value = converted[name]
+                    if value is not last_in[k]:
+                        last_in[k], last_out[k] = value, processor(value)
+                    converted[name] = last_out[k]
                 params.append(converted)
         connection.exec_driver_sql(compiled.sql, params)
 
