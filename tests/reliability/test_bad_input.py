@@ -22,7 +22,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 
 from payweave.core.engine import PaymentEngine, PaymentMethodSetup
@@ -350,6 +350,8 @@ def test_odd_bc_rows_become_a_typed_error_or_a_valid_record(which: int, row: dic
     except ValidationError as exc:  # pragma: no cover - must have become a MappingError
         raise AssertionError(f"untyped pydantic error: {exc}") from exc
     assert record is not None
+    if isinstance(record, BaseModel):  # built or validated, it is what the contract's validation accepts
+        assert type(record).model_validate(record.model_dump()) == record
 
 
 def test_an_unreadable_bc_row_is_the_contracts_invalid_request() -> None:

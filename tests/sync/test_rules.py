@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from payweave.core.sync.models import ErpCustomerRow, ErpInvoiceLineRow, ErpInvoiceRow, ErpPaymentRow, ErpSyncIssueRow
-from payweave.core.sync.rules import apply_invoices
+from payweave.core.sync.rules import _INVOICE_FIELDS, _digest, _invoice_digest, _invoice_values, apply_invoices
 from payweave.hooks.models import ErpInvoice, InvoiceLine, Money
 
 
@@ -220,3 +222,35 @@ def test_posting_a_draft_collected_through_payweave_takes_its_posted_status_and_
     row = _row(sqlite_store, "CO", "inv-1")
     assert (row.erp_status, row.number, row.total_incl_minor) == ("Open", "PS-INV1", 10000)
     assert row.ignored_erp_changes == 1 and row.paid_via_payweave
+
+
+# ------------------------------------------------------------------------------ the content hash
+_TEXT = st.text(max_size=12)  # any characters: quotes, backslashes, controls, beyond ASCII
+_INT = st.integers(min_value=-(10**30), max_value=10**30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=st.fixed_dictionaries({
+    "number": _TEXT, "customer_id": _TEXT, "customer_number": _TEXT, "invoice_date": st.dates(),
+    "due_date": st.none() | st.dates(), "currency": _TEXT, "erp_status": _TEXT, "order_id": st.none() | _TEXT,
+    "total_excl_minor": _INT, "total_tax_minor": _INT, "total_incl_minor": _INT, "remaining_minor": _INT}),
+    lines=st.lists(st.fixed_dictionaries({
+        "invoice_id": _TEXT, "line_id": _TEXT, "line_no": _INT, "type": _TEXT, "number": _TEXT, "description": _TEXT,
+        "quantity": _TEXT, "unit_price": _TEXT, "discount_minor": _INT, "amount_excl_minor": _INT, "tax_minor": _INT,
+        "amount_incl_minor": _INT}), max_size=3))
+def test_the_invoice_hash_is_the_hash_of_its_json_as_ever(fields, lines):
+    """Stored content hashes stay comparable: the templated text is json.dumps(sort_keys=True)'s."""
+    assert _invoice_digest(fields, lines) == _digest({"f": fields, "l": lines})
+
+
+def test_invoice_values_hash_what_is_stored():
+    inv = ErpInvoice(invoice_id="i-1", number="PS-1", customer_id="c", invoice_date=date(2026, 1, 2), currency="EUR",
+                     status="Open", total_excluding_tax="10.00", total_tax="1.90", total_including_tax="11.90",
+                     remaining_amount="11.90", last_modified=datetime(2026, 1, 2, tzinfo=UTC),
+                     lines=(InvoiceLine(line_id="l-1", line_no=10000, type="Item", description="Stühle \"A\"",
+                                        quantity="2", unit_price="5.00", amount_excluding_tax="10.00",
+                                        tax_amount="1.90", amount_including_tax="11.90"),))
+    values = _invoice_values("co", inv, None)
+    assert set(values.fields) == set(_INVOICE_FIELDS)
+    stored_lines = [{k: v for k, v in ln.items() if k != "company_id"} for ln in values.lines]
+    assert values.digest == _digest({"f": values.fields, "l": stored_lines})

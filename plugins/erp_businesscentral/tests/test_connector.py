@@ -75,3 +75,21 @@ def test_requests_are_counted_per_entity(env):
     assert connector.client.stats.by_entity() == {"salesInvoices": n_inv}
     server_side = env.state.stats.total(client=env.client_id, entity_set="salesInvoices")
     assert server_side == n_inv
+
+
+def test_stream_records_are_what_validation_builds(env):
+    """The sync streams' records are built without re-validating fields the mapping converted
+    itself; each must equal the contract model validated from the same values."""
+    from payweave.plugins.erp_businesscentral import mapping
+
+    assert all(mapping._CONSTRUCTIBLE.values())  # the fast path is in use with this pydantic
+    connector = env.connector()
+    for entity in (SyncEntity.CUSTOMERS, SyncEntity.INVOICES, SyncEntity.CREDIT_MEMOS):
+        records = [r for p in connector.read_changes(entity, SyncCursor(), 100) for r in p.records]
+        assert records
+        for rec in records:
+            validated = type(rec).model_validate(rec.model_dump())
+            assert rec == validated and rec.model_fields_set == validated.model_fields_set
+            assert rec.model_dump_json() == validated.model_dump_json()
+            if isinstance(rec, ErpInvoice):
+                assert rec.lines and all(ln == type(ln).model_validate(ln.model_dump()) for ln in rec.lines)

@@ -95,6 +95,7 @@ from .errors import (
     SyncError,
 )
 from .events import DocumentEventHandler, EventsMixin
+from .heap import heap_frozen
 from .models import (
     ErpAccountSetupRow,
     ErpConnectionRow,
@@ -416,7 +417,7 @@ class ErpSyncService(WritebackMixin, EventsMixin):
         finish a pending ``full`` re-read, then read the deltas (``entities`` limits them) and
         store PDFs. ``full`` starts a re-read of every record (repair; status stays Connected)."""
         report = SyncReport(company_id)
-        with bound_contextvars(company=company_id), self._leased(company_id) as (owner, conn):
+        with heap_frozen(), bound_contextvars(company=company_id), self._leased(company_id) as (owner, conn):
             erp, account = self._erp(company_id, conn)
             run = _Run(company_id, owner, erp, account, report, progress, conn.default_currency, conn.recent_boundary)
             try:

@@ -3,12 +3,19 @@
 Amounts arrive as JSON numbers parsed to Decimal/int by :mod:`.bcjson` and stay Decimal.
 BC's blank values map to Python ones: the blank GUID and ``""`` to None where the model has an
 optional id, the blank date ``0001-01-01`` to None.
+
+The records of the sync streams (customers, invoices with their lines, credit memos: every row
+of the initial sync goes through here) are built with :func:`_checked`: each field is already
+converted to its declared type by this module (``str()``, ``int()``, :func:`dec` for finite
+Decimals, :func:`opt_date`, :func:`last_modified` for aware datetimes), so pydantic's
+validation could only repeat that work (its Decimal before-validators run in Python, several
+per invoice line). The other models (documents, events, accounts) are validated as usual.
 """
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -29,11 +36,13 @@ from payweave.hooks.models import (
     SalesDocument,
 )
 from payweave.hooks.money import to_decimal
+from pydantic import BaseModel
 
 from .client import BLANK_GUID, parse_bc_datetime
 
 BLANK_DATE = "0001-01-01"
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 DOCUMENT_TYPES = {
     "Order": DocumentType.SALES_ORDER,
@@ -98,10 +107,50 @@ def _typed(fn: Callable[..., T]) -> Callable[..., T]:
     return mapped
 
 
+_set = object.__setattr__
+
+
+def _construct(cls: type[M], values: dict[str, Any]) -> M:
+    """What ``cls.model_construct(**values)`` builds when ``values`` names every field, without
+    its per-field alias and default lookups (as slow as validating)."""
+    record = cls.__new__(cls)
+    _set(record, "__dict__", values)
+    _set(record, "__pydantic_fields_set__", set(values))
+    _set(record, "__pydantic_extra__", None)
+    _set(record, "__pydantic_private__", None)
+    return record
+
+
+def _construct_checks(cls: type[BaseModel]) -> bool:
+    """May :func:`_construct` build ``cls``? Only a plain model (no post-init, no private
+    attributes, not a root model), and only while it still builds what validation builds (checked
+    once on a sample, so a pydantic release that changes the model's internals falls back to
+    validation instead of producing odd objects)."""
+    if cls.__pydantic_post_init__ or cls.__private_attributes__ or cls.__pydantic_root_model__:
+        return False
+    sample = _SAMPLES[cls]
+    try:
+        built, validated = _construct(cls, dict(sample)), cls(**sample)
+        return (built == validated and built.model_fields_set == validated.model_fields_set
+                and built.__dict__ == validated.__dict__ and set(sample) == set(cls.model_fields))
+    except Exception:  # pragma: no cover - a pydantic that works differently: validate instead
+        return False
+
+
+def _checked(cls: type[M], values: dict[str, Any]) -> M:
+    """``cls(**values)`` for values this module already converted to the fields' types."""
+    if _CONSTRUCTIBLE.get(cls, False):
+        return _construct(cls, values)
+    return cls(**values)
+
+
 def dec(row: dict[str, Any], key: str) -> Decimal:
     value = row.get(key, 0)
-    if type(value) is Decimal:  # bcjson parses every fraction as a finite Decimal
+    kind = type(value)
+    if kind is Decimal and value.is_finite():  # bcjson parses every fraction as a finite Decimal
         return value
+    if kind is int:  # and whole numbers as int (exact: no context rounding)
+        return Decimal(value)
     try:
         return to_decimal(value if value is not None else 0)
     except Exception as exc:
@@ -150,11 +199,11 @@ def sequence_number(row: dict[str, Any]) -> int:
 @_typed
 def to_customer(row: dict[str, Any]) -> ErpCustomer:
     blocked = str(row.get("blocked") or "").strip()
-    return ErpCustomer(
-        customer_id=str(_req(row, "id")).lower(), number=str(row.get("number", "")), name=str(row.get("displayName", "")),
-        email=str(row.get("email") or ""), currency=str(row.get("currencyCode") or ""), blocked=blocked,
-        last_modified=last_modified(row),
-    )
+    return _checked(ErpCustomer, {
+        "customer_id": str(_req(row, "id")).lower(), "number": str(row.get("number", "")),
+        "name": str(row.get("displayName", "")), "email": str(row.get("email") or ""),
+        "currency": str(row.get("currencyCode") or ""), "blocked": blocked, "last_modified": last_modified(row),
+    })
 
 
 @_typed
@@ -162,14 +211,15 @@ def to_invoice_line(row: dict[str, Any]) -> InvoiceLine:
     # net* amounts include the invoice-discount allocation, so lines add up to the header totals
     line_discount = dec(row, "discountAmount") + dec(row, "invoiceDiscountAllocation")
     has_net = "netAmount" in row
-    return InvoiceLine(
-        line_id=str(_req(row, "id")).lower(), line_no=int(row.get("sequence", 0)), type=str(row.get("lineType", "")),
-        number=str(row.get("lineObjectNumber") or ""), description=str(row.get("description") or ""),
-        quantity=dec(row, "quantity"), unit_price=dec(row, "unitPrice"), discount_amount=line_discount,
-        amount_excluding_tax=dec(row, "netAmount" if has_net else "amountExcludingTax"),
-        tax_amount=dec(row, "netTaxAmount" if has_net else "totalTaxAmount"),
-        amount_including_tax=dec(row, "netAmountIncludingTax" if has_net else "amountIncludingTax"),
-    )
+    return _checked(InvoiceLine, {
+        "line_id": str(_req(row, "id")).lower(), "line_no": int(row.get("sequence", 0)),
+        "type": str(row.get("lineType", "")), "number": str(row.get("lineObjectNumber") or ""),
+        "description": str(row.get("description") or ""), "quantity": dec(row, "quantity"),
+        "unit_price": dec(row, "unitPrice"), "discount_amount": line_discount,
+        "amount_excluding_tax": dec(row, "netAmount" if has_net else "amountExcludingTax"),
+        "tax_amount": dec(row, "netTaxAmount" if has_net else "totalTaxAmount"),
+        "amount_including_tax": dec(row, "netAmountIncludingTax" if has_net else "amountIncludingTax"),
+    })
 
 
 @_typed
@@ -177,28 +227,28 @@ def to_invoice(row: dict[str, Any]) -> ErpInvoice:
     lm = last_modified(row)
     invoice_date = opt_date(row.get("invoiceDate")) or opt_date(row.get("postingDate")) or lm.date()
     lines = tuple(sorted((to_invoice_line(r) for r in row.get("salesInvoiceLines") or ()), key=lambda ln: ln.line_no))
-    return ErpInvoice(
-        invoice_id=str(_req(row, "id")).lower(), number=str(row.get("number", "")),
-        customer_id=str(_req(row, "customerId")).lower(), customer_number=str(row.get("customerNumber") or ""),
-        invoice_date=invoice_date, due_date=opt_date(row.get("dueDate")), currency=str(row.get("currencyCode") or ""),
-        status=str(row.get("status", "")), total_excluding_tax=dec(row, "totalAmountExcludingTax"),
-        total_tax=dec(row, "totalTaxAmount"), total_including_tax=dec(row, "totalAmountIncludingTax"),
-        remaining_amount=dec(row, "remainingAmount"), order_id=opt_id(row.get("orderId")), lines=lines,
-        last_modified=lm,
-    )
+    return _checked(ErpInvoice, {
+        "invoice_id": str(_req(row, "id")).lower(), "number": str(row.get("number", "")),
+        "customer_id": str(_req(row, "customerId")).lower(), "customer_number": str(row.get("customerNumber") or ""),
+        "invoice_date": invoice_date, "due_date": opt_date(row.get("dueDate")),
+        "currency": str(row.get("currencyCode") or ""), "status": str(row.get("status", "")),
+        "total_excluding_tax": dec(row, "totalAmountExcludingTax"), "total_tax": dec(row, "totalTaxAmount"),
+        "total_including_tax": dec(row, "totalAmountIncludingTax"), "remaining_amount": dec(row, "remainingAmount"),
+        "order_id": opt_id(row.get("orderId")), "lines": lines, "last_modified": lm,
+    })
 
 
 @_typed
 def to_credit_memo(row: dict[str, Any]) -> ErpCreditMemo:
     lm = last_modified(row)
-    return ErpCreditMemo(
-        credit_memo_id=str(_req(row, "id")).lower(), number=str(row.get("number", "")),
-        customer_id=str(_req(row, "customerId")).lower(), invoice_id=opt_id(row.get("invoiceId")),
-        currency=str(row.get("currencyCode") or ""), status=str(row.get("status", "")),
-        total_including_tax=dec(row, "totalAmountIncludingTax"),
-        credit_memo_date=opt_date(row.get("creditMemoDate")) or opt_date(row.get("postingDate")) or lm.date(),
-        last_modified=lm,
-    )
+    return _checked(ErpCreditMemo, {
+        "credit_memo_id": str(_req(row, "id")).lower(), "number": str(row.get("number", "")),
+        "customer_id": str(_req(row, "customerId")).lower(), "invoice_id": opt_id(row.get("invoiceId")),
+        "currency": str(row.get("currencyCode") or ""), "status": str(row.get("status", "")),
+        "total_including_tax": dec(row, "totalAmountIncludingTax"),
+        "credit_memo_date": opt_date(row.get("creditMemoDate")) or opt_date(row.get("postingDate")) or lm.date(),
+        "last_modified": lm,
+    })
 
 
 @_typed
@@ -290,3 +340,24 @@ def to_bank_account(row: dict[str, Any]) -> LedgerAccount:
     return LedgerAccount(account_id=str(_req(row, "id")).lower(), number=str(row.get("number", "")),
                          name=str(row.get("displayName", "")), kind="bank_account", category="Bank",
                          blocked=bool(row.get("blocked", False)))
+
+
+# complete, valid values of each model :func:`_checked` builds (every field named)
+_AT = datetime(2026, 1, 1, tzinfo=UTC)
+_LINE = {"line_id": "l", "line_no": 10000, "type": "Item", "number": "1000", "description": "d",
+         "quantity": Decimal(2), "unit_price": Decimal("1.50"), "discount_amount": Decimal(0),
+         "amount_excluding_tax": Decimal("3.00"), "tax_amount": Decimal("0.30"), "amount_including_tax": Decimal("3.30")}
+_SAMPLES: dict[type[BaseModel], dict[str, Any]] = {
+    ErpCustomer: {"customer_id": "c", "number": "C1", "name": "n", "email": "e@x", "currency": "EUR", "blocked": "",
+                  "last_modified": _AT},
+    InvoiceLine: _LINE,
+    ErpInvoice: {"invoice_id": "i", "number": "I1", "customer_id": "c", "customer_number": "C1",
+                 "invoice_date": _AT.date(), "due_date": None, "currency": "EUR", "status": "Open",
+                 "total_excluding_tax": Decimal("3.00"), "total_tax": Decimal("0.30"),
+                 "total_including_tax": Decimal("3.30"), "remaining_amount": Decimal("3.30"), "order_id": None,
+                 "lines": (InvoiceLine(**_LINE),), "last_modified": _AT},
+    ErpCreditMemo: {"credit_memo_id": "m", "number": "M1", "customer_id": "c", "invoice_id": None, "currency": "EUR",
+                    "status": "Open", "total_including_tax": Decimal("1.00"), "credit_memo_date": _AT.date(),
+                    "last_modified": _AT},
+}
+_CONSTRUCTIBLE: dict[type[BaseModel], bool] = {cls: _construct_checks(cls) for cls in _SAMPLES}
