@@ -15,7 +15,8 @@ which
   a fraction of a millisecond, and the two thread hops per group (to the writer and back, each
   waiting for the GIL behind the request path) cost more than it. The loop commits only when
   that cannot wait, though: when the applier is between events and SQLite's write lock is free
-  at that instant (busy timeout 0); otherwise the group goes to the writer thread, which waits
+  at that instant (busy timeout 0), and it leaves WAL checkpoints to the other connections'
+  commits; otherwise the group goes to the writer thread, which waits
   for its turn, so another writer (a payment operation, another process) delays the webhooks
   but never stalls the event loop. If a group's transaction fails, each delivery is tried on its
   own, so one bad event (a field the database refuses) fails only its own request (503, the PSP
@@ -55,6 +56,8 @@ from .psp_events import DUPLICATE_NOTE, EventOutcome, EventStatus, PspEvents
 Key = tuple[str, str, str]
 
 RECEIVED_NOTE = "Recorded; it is applied to its payment right after this answer, in the order received."
+#: SQLite settings a commit on the event loop sets to 0 for itself (see PspInbox._insert)
+_NO_WAIT = ("busy_timeout", "wal_autocheckpoint")
 
 
 class WebhookNotRecorded(CoreError):
@@ -318,13 +321,17 @@ class PspInbox:
                 return self.events.insert_received(connection, rows)
         with self.store.engine.connect() as connection:
             driver = connection.connection.driver_connection  # no statement yet, so no BEGIN yet
-            patience = driver.execute("PRAGMA busy_timeout").fetchone()[0]
-            driver.execute("PRAGMA busy_timeout=0")
+            # no waiting for another writer, and no WAL checkpoint after the commit (it writes and
+            # syncs the database file): the other connections' commits (the applier's) take those
+            saved = {name: int(driver.execute(f"PRAGMA {name}").fetchone()[0]) for name in _NO_WAIT}
+            for name in _NO_WAIT:
+                driver.execute(f"PRAGMA {name}=0")
             try:
                 with connection.begin():
                     return self.events.insert_received(connection, rows)
             finally:
-                driver.execute(f"PRAGMA busy_timeout={int(patience)}")
+                for name, value in saved.items():
+                    driver.execute(f"PRAGMA {name}={value}")
 
     def _commit(self, group: list[_Delivery]) -> list[tuple[_Delivery, dict[Key, int] | BaseException]]:
         try:
