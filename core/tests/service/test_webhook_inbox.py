@@ -208,3 +208,7 @@ def test_a_webhook_waiting_for_the_database_leaves_the_service_answering(service
     event_id = answer.json()["events"][0]["event_id"]
     assert [e for e, _ in _rows(store, event_id=event_id)] == [event_id]
     assert service.settled([answer]) == ["applied"]
+    # the loop's own connection does not wait; the pool's connections still do
+    for _ in range(3):
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() > 0

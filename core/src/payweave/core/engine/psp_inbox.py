@@ -15,8 +15,8 @@ which
   a fraction of a millisecond, and the two thread hops per group (to the writer and back, each
   waiting for the GIL behind the request path) cost more than it. The loop commits only when
   that cannot wait, though: when the applier is between events and SQLite's write lock is free
-  at that instant (busy timeout 0), and it leaves WAL checkpoints to the other connections'
-  commits; otherwise the group goes to the writer thread, which waits
+  at that instant (on a connection of its own with busy timeout 0, which leaves WAL checkpoints
+  to the other connections' commits); otherwise the group goes to the writer thread, which waits
   for its turn, so another writer (a payment operation, another process) delays the webhooks
   but never stalls the event loop. If a group's transaction fails, each delivery is tried on its
   own, so one bad event (a field the database refuses) fails only its own request (503, the PSP
@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection
+
 from payweave.core.errors import CoreError
 from payweave.core.logging import get_logger
 from payweave.core.metrics import WEBHOOK_EVENTS
@@ -56,8 +58,6 @@ from .psp_events import DUPLICATE_NOTE, EventOutcome, EventStatus, PspEvents
 Key = tuple[str, str, str]
 
 RECEIVED_NOTE = "Recorded; it is applied to its payment right after this answer, in the order received."
-#: SQLite settings a commit on the event loop sets to 0 for itself (see PspInbox._insert)
-_NO_WAIT = ("busy_timeout", "wal_autocheckpoint")
 
 
 class WebhookNotRecorded(CoreError):
@@ -177,8 +177,9 @@ class PspInbox:
         # SQLite: the writer and the applier take turns here (see the module docstring)
         self._turn = threading.Lock() if not self.store.is_postgres else None
         self._writer: threading.Thread | None = None
-        #: SQLite: deliveries each event loop gathered for its next flush
+        #: SQLite: deliveries each event loop gathered for its next flush, and the loop's connection
         self._gathering: dict[asyncio.AbstractEventLoop, list[_Delivery]] = {}
+        self._connections: dict[asyncio.AbstractEventLoop, Connection] = {}
         self.log = get_logger(component="psp_inbox")
 
     def start(self) -> PspInbox:
@@ -248,7 +249,16 @@ class PspInbox:
             self._hand_to_writer(group)
             return
         try:
-            inserted = self._insert(group, wait=False)
+            if self._closed:
+                raise WebhookNotRecorded("The service is shutting down.")
+            connection = self._loop_connection(loop)
+            try:
+                with connection.begin():
+                    inserted = self.events.insert_received(connection, [row for d in group for row in d.rows])
+            except Exception:
+                self._connections.pop(loop, None)
+                connection.close()  # a fresh one next time, whatever state this one was left in
+                raise
         except Exception:  # busy (or failing): the writer thread decides, as for any group
             self._hand_to_writer(group)
             return
@@ -257,6 +267,24 @@ class PspInbox:
         results = self._claim(group, inserted)
         self._committed(group, results)
         _resolve([(d.future, r) for d, r in results])
+
+    def _loop_connection(self, loop: asyncio.AbstractEventLoop) -> Connection:
+        """The connection ``loop`` commits on (SQLite; the caller holds the turn): its own, out of
+        the pool for good, so its settings never reach another user. It does not wait for
+        another writer (busy timeout 0: SQLite's busy handler would stall the loop) and leaves WAL
+        checkpoints, which write and sync the database file, to the other connections' commits
+        (the applier's)."""
+        connection = self._connections.get(loop)
+        if connection is None:
+            for gone in [other for other in self._connections if other.is_closed()]:
+                self._connections.pop(gone).close()
+            connection = self.store.engine.connect()
+            driver = connection.connection.driver_connection  # no statement yet, so no BEGIN yet
+            connection.detach()  # closed with this Connection, never returned to the pool
+            driver.execute("PRAGMA busy_timeout=0")
+            driver.execute("PRAGMA wal_autocheckpoint=0")
+            self._connections[loop] = connection
+        return connection
 
     def pressed(self) -> bool:
         """Whether deliveries are waiting to be committed or being committed right now."""
@@ -311,27 +339,10 @@ class PspInbox:
         if any(isinstance(r, dict) and r for _, r in results):
             self.applier.wake()
 
-    def _insert(self, deliveries: list[_Delivery], *, wait: bool = True) -> dict[Key, int]:
-        """Insert the deliveries' rows in one transaction (the caller holds the turn). ``wait=False``
-        (SQLite): fail at once instead of waiting for another writer in SQLite's busy handler."""
-        rows = [row for d in deliveries for row in d.rows]
+    def _insert(self, deliveries: list[_Delivery]) -> dict[Key, int]:
         # a Core connection, no ORM session: the writer's own Python work is what recording costs
-        if wait:
-            with self.store.engine.begin() as connection:
-                return self.events.insert_received(connection, rows)
-        with self.store.engine.connect() as connection:
-            driver = connection.connection.driver_connection  # no statement yet, so no BEGIN yet
-            # no waiting for another writer, and no WAL checkpoint after the commit (it writes and
-            # syncs the database file): the other connections' commits (the applier's) take those
-            saved = {name: int(driver.execute(f"PRAGMA {name}").fetchone()[0]) for name in _NO_WAIT}
-            for name in _NO_WAIT:
-                driver.execute(f"PRAGMA {name}=0")
-            try:
-                with connection.begin():
-                    return self.events.insert_received(connection, rows)
-            finally:
-                for name, value in saved.items():
-                    driver.execute(f"PRAGMA {name}={value}")
+        with self.store.engine.begin() as connection:
+            return self.events.insert_received(connection, [row for d in deliveries for row in d.rows])
 
     def _commit(self, group: list[_Delivery]) -> list[tuple[_Delivery, dict[Key, int] | BaseException]]:
         try:
@@ -380,6 +391,9 @@ class PspInbox:
         if writer is not None:
             writer.join(timeout)
         self.applier.stop(timeout)
+        with self.turn():  # no loop is committing on its connection now
+            while self._connections:
+                self._connections.popitem()[1].close()
 
 
 def _resolve(items: list[tuple[asyncio.Future[dict[Key, int]], Any]]) -> None:
