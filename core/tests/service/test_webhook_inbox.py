@@ -4,6 +4,7 @@ applied (the process stopped in between) is applied after a restart; re-deliveri
 backlog waits are duplicates; a failed recording answers 503 so the PSP delivers again."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -171,3 +172,43 @@ def test_a_webhook_that_cannot_be_recorded_is_answered_503_and_taken_when_delive
     taken = service.anonymous.post("/webhooks/psp_mock/full", content=request.body, headers=request.headers)
     assert service.settled([taken]) == ["applied"]
     assert service.a.get(f"/v1/transactions/{tx['id']}").json()["status"] == "captured"
+
+
+def test_a_webhook_waiting_for_the_database_leaves_the_service_answering(service):
+    """SQLite: deliveries are committed on the event loop only when that cannot wait; while
+    another writer holds the database, the delivery waits (answered once committed, never
+    before) and every other request is still answered."""
+    store = service.engine.store
+    if store.is_postgres:
+        return  # PostgreSQL commits from the writer thread always
+    put_method(service.a)
+    _, tx = authorized(service.a, lines=[item_line(10000, "12.00")])
+    request = _captured_outside(service, tx, "12.00")
+    other = sqlite3.connect(store.url.database, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process's write transaction
+    released = False
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(service.anonymous.post, "/webhooks/psp_mock/full", content=request.body,
+                                  headers=request.headers)
+            time.sleep(0.5)
+            assert not pending.done()  # not answered: nothing is committed yet
+            started = time.monotonic()
+            assert service.anonymous.get("/health").status_code == 200
+            assert time.monotonic() - started < 2
+            assert not pending.done()
+            other.execute("COMMIT")
+            released = True
+            answer = pending.result(timeout=30)
+    finally:
+        if not released:
+            other.execute("ROLLBACK")
+        other.close()
+    assert answer.status_code == 200 and answer.json()["events"][0]["status"] == "received", answer.text
+    event_id = answer.json()["events"][0]["event_id"]
+    assert [e for e, _ in _rows(store, event_id=event_id)] == [event_id]
+    assert service.settled([answer]) == ["applied"]
+    # the loop's own connection does not wait; the pool's connections still do
+    for _ in range(3):
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() > 0

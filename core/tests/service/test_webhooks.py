@@ -204,6 +204,36 @@ def test_signature_failures_unknown_accounts_and_unknown_types(service):
     assert _tx(service, tx["id"])["status"] == "reserved"
 
 
+def test_the_webhook_route_keeps_the_services_guards(service):
+    """The busiest route takes an express lane past the router; it still gets the request id, the
+    body limit, the request metrics and the problem documents every other route gets, and what
+    the lane does not take (other methods, names the route refuses) is answered as before."""
+    put_method(service.a)
+    authorized(service.a)
+    [good] = list(pending_webhooks(_account(service)))
+    answer = service.anonymous.post("/webhooks/psp_mock/full", content=good.body,
+                                    headers={**good.headers, "X-Request-Id": "psp-delivery-1"})
+    assert answer.status_code == 200 and answer.headers["x-request-id"] == "psp-delivery-1"
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json()["received"] == 1 and answer.json()["events"][0]["status"] == "received"
+    refused = assert_problem(service.anonymous.post("/webhooks/psp_mock/full", content=good.body + b" ",
+                                                    headers={**good.headers, "X-Request-Id": "psp-delivery-2"}),
+                             400, "webhook_signature_invalid")
+    assert refused["request_id"] == "psp-delivery-2"
+    limit = service.context.settings.service.max_body_bytes
+    assert_problem(service.anonymous.post("/webhooks/psp_mock/full", content=b"{" + b" " * limit + b"}",
+                                          headers=good.headers), 413, "body_too_large")
+    assert_problem(service.anonymous.post("/webhooks/psp_mock/-full", content=good.body, headers=good.headers), 422,
+                   "invalid_request")
+    assert_problem(service.anonymous.post("/webhooks/psp_mock/full/more", content=good.body, headers=good.headers), 404,
+                   "not_found")
+    assert_problem(service.anonymous.get("/webhooks/psp_mock/full"), 405, "method_not_allowed")
+    assert _count_events(service) == 1
+    metrics = service.anonymous.get("/metrics").text
+    assert 'payweave_http_requests_total{method="POST",route="/webhooks/{psp}/{account}",status="200"}' in metrics
+    assert 'payweave_http_requests_total{method="POST",route="/webhooks/{psp}/{account}",status="400"}' in metrics
+
+
 def test_external_capture_and_psp_events_of_a_transaction(service):
     put_method(service.a)
     _, tx = authorized(service.a, lines=[item_line(10000, "30.00")])

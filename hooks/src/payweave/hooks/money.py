@@ -55,7 +55,9 @@ def normalize_currency(currency: str) -> str:
     return currency.strip().upper()
 
 
+@lru_cache(maxsize=512)
 def quantum(currency: str) -> Decimal:
+    """The currency's smallest unit as a Decimal (EUR -> 0.01, JPY -> 1)."""
     return Decimal(1).scaleb(-currency_exponent(currency))
 
 

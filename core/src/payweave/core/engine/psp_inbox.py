@@ -6,13 +6,21 @@ redelivers anything not answered 200, and applying is payweave's own business af
 (:mod:`.psp_events`). So the HTTP service hands verified events to :meth:`PspInbox.receive`,
 which
 
-* queues them for one writer thread (**group commit**): the writer takes every delivery waiting
-  at that moment, inserts all their rows in one transaction (a Core insert that skips keys stored
-  before), commits, and only then releases each waiting request with its outcome (``received``,
-  or ``duplicate``); a request is never answered before its events are committed. While one
-  group commits, the next one gathers, so SQLite's single writer commits many events per fsync.
-  If a group's transaction fails, each delivery is tried on its own, so one bad event (a field
-  the database refuses) fails only its own request (503, the PSP redelivers);
+* commits them in groups (**group commit**): every delivery waiting at that moment goes into one
+  transaction (a Core insert that skips keys stored before), and only after the commit is each
+  waiting request released with its outcome (``received``, or ``duplicate``); a request is never
+  answered before its events are committed. While one group commits, the next one gathers.
+  On PostgreSQL one writer thread commits the groups. On SQLite the event loop gathers the
+  deliveries of one pass and commits them itself right after (``_flush``): a commit there takes
+  a fraction of a millisecond, and the two thread hops per group (to the writer and back, each
+  waiting for the GIL behind the request path) cost more than it. The loop commits only when
+  that cannot wait, though: when the applier is between events and SQLite's write lock is free
+  at that instant (on a connection of its own with busy timeout 0, which leaves WAL checkpoints
+  to the other connections' commits); otherwise the group goes to the writer thread, which waits
+  for its turn, so another writer (a payment operation, another process) delays the webhooks
+  but never stalls the event loop. If a group's transaction fails, each delivery is tried on its
+  own, so one bad event (a field the database refuses) fails only its own request (503, the PSP
+  redelivers);
 * wakes the :class:`EventApplier`, a thread that applies received events oldest first
   (:meth:`PspEvents.apply_pending`), each under its document lock. It starts by applying what an
   earlier process recorded and never applied (a crash between answer and apply), and looks
@@ -37,6 +45,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy import Connection
 
 from payweave.core.errors import CoreError
 from payweave.core.logging import get_logger
@@ -167,6 +177,9 @@ class PspInbox:
         # SQLite: the writer and the applier take turns here (see the module docstring)
         self._turn = threading.Lock() if not self.store.is_postgres else None
         self._writer: threading.Thread | None = None
+        #: SQLite: deliveries each event loop gathered for its next flush, and the loop's connection
+        self._gathering: dict[asyncio.AbstractEventLoop, list[_Delivery]] = {}
+        self._connections: dict[asyncio.AbstractEventLoop, Connection] = {}
         self.log = get_logger(component="psp_inbox")
 
     def start(self) -> PspInbox:
@@ -194,10 +207,24 @@ class PspInbox:
         the rows this call inserted, by key (a key missing was stored before)."""
         loop = asyncio.get_running_loop()
         delivery = _Delivery(rows, loop, loop.create_future(), [(r["psp"], r["psp_account"], r["event_id"]) for r in rows])
+        if self._closed:
+            raise WebhookNotRecorded("The service is shutting down; please deliver the webhook again.")
+        if self._turn is not None:  # SQLite: gathered on this loop, committed by it when it may (see _flush)
+            gathering = self._gathering.get(loop)
+            if gathering is None:
+                gathering = self._gathering[loop] = []
+                loop.call_soon(self._flush, loop)
+            gathering.append(delivery)
+        else:
+            self._hand_to_writer([delivery])
+        return await delivery.future
+
+    def _hand_to_writer(self, deliveries: list[_Delivery]) -> None:
         with self._cond:
             if self._closed:
-                raise WebhookNotRecorded("The service is shutting down; please deliver the webhook again.")
-            self._waiting.append(delivery)
+                _resolve([(d.future, WebhookNotRecorded("The service is shutting down.")) for d in deliveries])
+                return
+            self._waiting.extend(deliveries)
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="payweave-psp-inbox", daemon=True)
                 self._writer.start()
@@ -206,11 +233,62 @@ class PspInbox:
                 # that the request path pays for (an applier waiting for a gap needs no wake-up)
                 self._writer_idle = False
                 self._cond.notify_all()
-        return await delivery.future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SQLite, on the event loop: commit what this loop gathered since the last flush, in one
+        transaction, and release the requests; no thread hop on the way in or out. Only when the
+        commit cannot wait: the turn is free (the applier is between events) and SQLite's write
+        lock is free right now (no waiting in its busy handler, which would stall every request
+        of this loop). Otherwise, and when the commit fails, the writer thread takes the group
+        (it waits for its turn, and tries each delivery on its own after a failure)."""
+        group = self._gathering.pop(loop, [])
+        if not group:
+            return
+        assert self._turn is not None
+        if not self._turn.acquire(blocking=False):
+            self._hand_to_writer(group)
+            return
+        try:
+            if self._closed:
+                raise WebhookNotRecorded("The service is shutting down.")
+            connection = self._loop_connection(loop)
+            try:
+                with connection.begin():
+                    inserted = self.events.insert_received(connection, [row for d in group for row in d.rows])
+            except Exception:
+                self._connections.pop(loop, None)
+                connection.close()  # a fresh one next time, whatever state this one was left in
+                raise
+        except Exception:  # busy (or failing): the writer thread decides, as for any group
+            self._hand_to_writer(group)
+            return
+        finally:
+            self._turn.release()
+        results = self._claim(group, inserted)
+        self._committed(group, results)
+        _resolve([(d.future, r) for d, r in results])
+
+    def _loop_connection(self, loop: asyncio.AbstractEventLoop) -> Connection:
+        """The connection ``loop`` commits on (SQLite; the caller holds the turn): its own, out of
+        the pool for good, so its settings never reach another user. It does not wait for
+        another writer (busy timeout 0: SQLite's busy handler would stall the loop) and leaves WAL
+        checkpoints, which write and sync the database file, to the other connections' commits
+        (the applier's)."""
+        connection = self._connections.get(loop)
+        if connection is None:
+            for gone in [other for other in self._connections if other.is_closed()]:
+                self._connections.pop(gone).close()
+            connection = self.store.engine.connect()
+            driver = connection.connection.driver_connection  # no statement yet, so no BEGIN yet
+            connection.detach()  # closed with this Connection, never returned to the pool
+            driver.execute("PRAGMA busy_timeout=0")
+            driver.execute("PRAGMA wal_autocheckpoint=0")
+            self._connections[loop] = connection
+        return connection
 
     def pressed(self) -> bool:
-        """Whether deliveries are waiting for the writer or being committed right now."""
-        return bool(self._waiting) or self._committing
+        """Whether deliveries are waiting to be committed or being committed right now."""
+        return bool(self._waiting) or self._committing or any(self._gathering.values())
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
@@ -245,20 +323,25 @@ class PspInbox:
         while (group := self._take()) is not None:
             results: list[tuple[_Delivery, dict[Key, int] | BaseException]]
             try:
-                results = self._commit(group)
-                self.stats["deliveries"] += len(group)
-                self.stats["groups"] += 1
-                self.stats["largest_group"] = max(self.stats["largest_group"], len(group))
-                if any(isinstance(r, dict) and r for _, r in results):
-                    self.applier.wake()
+                with self.turn():
+                    results = self._commit(group)
+                self._committed(group, results)
             except Exception as exc:  # never leave a request waiting, never let the writer die
                 self.log.error("webhook.writer_failed", error_type=type(exc).__name__)
                 results = [(delivery, exc) for delivery in group]
             self._release(results)
 
+    def _committed(self, group: list[_Delivery], results: list[tuple[_Delivery, dict[Key, int] | BaseException]]) -> None:
+        """Count a committed group and wake the applier when it inserted something."""
+        self.stats["deliveries"] += len(group)
+        self.stats["groups"] += 1
+        self.stats["largest_group"] = max(self.stats["largest_group"], len(group))
+        if any(isinstance(r, dict) and r for _, r in results):
+            self.applier.wake()
+
     def _insert(self, deliveries: list[_Delivery]) -> dict[Key, int]:
         # a Core connection, no ORM session: the writer's own Python work is what recording costs
-        with self.turn(), self.store.engine.begin() as connection:
+        with self.store.engine.begin() as connection:
             return self.events.insert_received(connection, [row for d in deliveries for row in d.rows])
 
     def _commit(self, group: list[_Delivery]) -> list[tuple[_Delivery, dict[Key, int] | BaseException]]:
@@ -275,7 +358,12 @@ class PspInbox:
                 except Exception as one:
                     results.append((delivery, one))
             return results
-        # an event delivered twice in one group was inserted once: the first delivery owns it
+        return self._claim(group, inserted)
+
+    @staticmethod
+    def _claim(group: list[_Delivery], inserted: dict[Key, int]) -> list[tuple[_Delivery, dict[Key, int] | BaseException]]:
+        """Each delivery's share of what the group inserted: an event delivered twice in one
+        group was inserted once, and the first delivery owns it."""
         claimed: set[Key] = set()
         out: list[tuple[_Delivery, dict[Key, int] | BaseException]] = []
         for delivery in group:
@@ -303,6 +391,9 @@ class PspInbox:
         if writer is not None:
             writer.join(timeout)
         self.applier.stop(timeout)
+        with self.turn():  # no loop is committing on its connection now
+            while self._connections:
+                self._connections.popitem()[1].close()
 
 
 def _resolve(items: list[tuple[asyncio.Future[dict[Key, int]], Any]]) -> None:

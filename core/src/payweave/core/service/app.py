@@ -18,6 +18,7 @@ from payweave.core.version import __version__
 
 from . import problems
 from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from .webhooks import WebhookLane
 
 #: Router modules, each exposing ``router`` (an APIRouter). Add yours here. The PSP webhooks come
 #: first: the busiest route (every event of every payment) is matched before the others' routes
@@ -91,6 +92,8 @@ def create_app(settings: PayweaveSettings | None = None, *, context: Any = None)
         app.include_router(module.router)
 
     UP.set(1)
+    # the last added runs first: request id and logging, then the body limit, then the webhooks' express lane
+    app.add_middleware(WebhookLane)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.service.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -91,8 +91,9 @@ def build_context(
     return context
 
 
-def get_context(request: Request) -> ServiceContext:
-    context = request.app.state.context
+def context_of(app: Any) -> ServiceContext:
+    """The context of the service ``app`` (``app.state.context``)."""
+    context = app.state.context
     if context is None:
         from payweave.hooks.errors import ConfigurationError
 
@@ -100,4 +101,8 @@ def get_context(request: Request) -> ServiceContext:
     return context
 
 
-__all__ = ["ServiceContext", "build_context", "get_context"]
+def get_context(request: Request) -> ServiceContext:
+    return context_of(request.app)
+
+
+__all__ = ["ServiceContext", "build_context", "context_of", "get_context"]

@@ -19,36 +19,34 @@ class RequestContextMiddleware:
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        #: the counter of each (method, route, status) seen, so a request does not look it up by labels
+        self._counters: dict[tuple[str, str, str], Any] = {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        incoming = ""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
         # a random id, not a secret: no os.urandom (a system call per request, dropping the GIL)
         request_id = incoming if _SAFE_ID.match(incoming) else f"{random.getrandbits(128):032x}"
-        status_holder = {"status": 500}
+        id_header = (b"x-request-id", request_id.encode())
+        status = 500
+        started_response = False
         started = time.perf_counter()
 
         async def send_with_id(message: dict) -> None:
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                headers = list(message.get("headers") or [])
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
+                status, started_response = message["status"], True
+                message = {**message, "headers": [*(message.get("headers") or ()), id_header]}
             await send(message)
-
-        started_response = False
-
-        async def send_tracking(message: dict) -> None:
-            nonlocal started_response
-            if message["type"] == "http.response.start":
-                started_response = True
-            await send_with_id(message)
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
-                await self.app(scope, receive, send_tracking)
+                await self.app(scope, receive, send_with_id)
             except Exception as exc:
                 # Unexpected: log the type (never the message: it may carry data) and answer 500.
                 structlog.get_logger("payweave.http").error(
@@ -59,14 +57,18 @@ class RequestContextMiddleware:
                 from .problems import internal_error_response
 
                 response = internal_error_response()
-                await send_tracking({"type": "http.response.start", "status": 500, "headers": response.raw_headers})
-                await send_tracking({"type": "http.response.body", "body": response.body})
+                await send_with_id({"type": "http.response.start", "status": 500, "headers": response.raw_headers})
+                await send_with_id({"type": "http.response.body", "body": response.body})
             finally:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "unmatched"
-                HTTP_REQUESTS.labels(scope.get("method", "?"), template, str(status_holder["status"])).inc()
+                labels = (scope.get("method", "?"), template, str(status))
+                counter = self._counters.get(labels)
+                if counter is None:
+                    counter = self._counters[labels] = HTTP_REQUESTS.labels(*labels)
+                counter.inc()
                 structlog.get_logger("payweave.http").debug(
-                    "http.request", method=scope.get("method"), route=template, status=status_holder["status"],
+                    "http.request", method=scope.get("method"), route=template, status=status,
                     ms=round((time.perf_counter() - started) * 1000, 2),
                 )
 

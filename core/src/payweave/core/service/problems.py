@@ -81,17 +81,23 @@ def validation_problem(exc: RequestValidationError) -> JSONResponse:
     return problem_response(422, "invalid_request", detail, {"errors": cleaned[:20]})
 
 
+def payweave_error_response(exc: PayweaveError) -> JSONResponse:
+    """The problem document of a typed error (its status, stable code and sentence; a
+    ``Retry-After`` when the error names one); 5xx are logged by code."""
+    status = exc.http_status
+    headers = None
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers = {"Retry-After": str(max(1, int(retry_after.total_seconds())))}
+    if status >= 500:
+        structlog.get_logger("payweave").error("request.failed", code=exc.code, error=exc.message)
+    return problem_response(status, exc.code, exc.message, exc.details, headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(PayweaveError)
     async def _payweave_error(request: Request, exc: PayweaveError) -> JSONResponse:
-        status = exc.http_status
-        headers = None
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            headers = {"Retry-After": str(max(1, int(retry_after.total_seconds())))}
-        if status >= 500:
-            structlog.get_logger("payweave").error("request.failed", code=exc.code, error=exc.message)
-        return problem_response(status, exc.code, exc.message, exc.details, headers)
+        return payweave_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
