@@ -90,7 +90,7 @@ def test_prepared_statements_write_and_read_as_the_orm_does(engine, method):
     with pytest.raises(ValueError, match="Python-side default"), engine.store.transaction() as s:
         Prepared(insert(table), [k for k in keys if k != "attempts"]).execute(s.connection(), values)
     with engine.store.transaction() as s:
-        op_id = insert_op.first(s.connection(), values)[0]
+        op_id = insert_op.returning(s.connection(), values)[0]
     with engine.store.transaction() as s:
         orm = s.get(OperationRow, op_id)
         assert (orm.request, orm.result, orm.created_at, orm.operation_reference) == (values["request"], None, at, None)
@@ -100,7 +100,7 @@ def test_prepared_statements_write_and_read_as_the_orm_does(engine, method):
         read = Prepared(select(table.c.created_at, table.c.request, table.c.result).where(table.c.id == bindparam("id")))
         assert read.first(s.connection(), {"id": op_id}) == (at, values["request"], None)
     with pytest.raises(IntegrityError), engine.store.transaction() as s:  # the idempotency key is unique
-        insert_op.first(s.connection(), {**values, "request_id": "prepared-2"})
+        insert_op.returning(s.connection(), {**values, "request_id": "prepared-2"})
 
 
 def test_the_hot_path_statements_run_through_sqlalchemy_events(engine, method):

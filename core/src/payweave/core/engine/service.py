@@ -1651,7 +1651,7 @@ class PaymentEngine:
                             tx.next_seq = seq + 1
                             tx.updated_at = now
                             write_changes(conn, tx)
-                            values["id"] = _INSERT_OPERATION.first(conn, values)[0]
+                            values["id"] = _INSERT_OPERATION.returning(conn, values)[0]
                             op = SimpleNamespace(**values)  # the row as committed, read by the outcome
                             self._history(
                                 s, tx, f"{kind.value}_requested", ctx, amount_minor=plan.amount_minor, op=op,

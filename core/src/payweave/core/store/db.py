@@ -193,7 +193,7 @@ class Store:
             session = self.sessions(bind=conn, join_transaction_mode="rollback_only")
             try:
                 yield session
-                session.commit()  # flushes; conn.begin() commits the database transaction
+                session.flush()  # conn.begin() commits the database transaction (the session never does)
             finally:
                 session.close()
 

@@ -1,4 +1,4 @@
-"""Hot-path statements compiled once per dialect and sent as driver SQL.
+"""Hot-path writes compiled once per dialect and sent as driver SQL.
 
 ``Connection.execute(statement)`` costs several times the database work of a short statement:
 a cache key is generated for the statement on every call, the compiled form looked up, and an
@@ -10,6 +10,10 @@ connection and transaction: events (``before_cursor_execute``, ``do_execute``), 
 (``sqlalchemy.exc.DBAPIError`` and subclasses) and disconnect handling behave as for any other
 statement. Values go through the column types' own processors (``UtcDateTime``, JSON, booleans),
 so what is written and read is exactly what the ORM writes and reads.
+
+SELECTs are the exception: ``Connection.execute`` keeps their result metadata with the compiled
+form, which driver SQL would rebuild per call at a higher cost than the cache key's; so
+:meth:`Prepared.all` and :meth:`Prepared.first` run them that way.
 
 Statements must be plain: bind parameters with simple names (``bindparam("x")`` or a column's
 key in INSERT values), no expanding IN, no literal rendering.
@@ -67,7 +71,8 @@ class _Form:
 
 
 class Prepared:
-    """A Core statement (select, insert, update) compiled once per dialect; see the module docstring.
+    """A Core INSERT or UPDATE compiled once per dialect (see the module docstring); a SELECT, run
+    as ``Connection.execute`` runs it (see :meth:`all`), with the same calls.
 
     ``column_keys``: for an INSERT or UPDATE whose values come from the parameters, the keys
     given on every call (as ``Connection.execute`` would derive from the first parameter set).
@@ -92,18 +97,26 @@ class Prepared:
         return conn.exec_driver_sql(form.sql, form.parameters(params))
 
     def all(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """Every row, each value through its column type's result processor."""
-        form = self._form(conn.dialect)
-        rows = conn.exec_driver_sql(form.sql, form.parameters(params)).fetchall()
-        return [form.row(raw) for raw in rows]
+        """Every row of a SELECT, each value through its column type's result processor.
+
+        A SELECT goes through ``Connection.execute`` (SQLAlchemy's compiled cache): a cache hit
+        also reuses the result's column metadata, which driver SQL rebuilds on every call at a
+        cost above the cache key's."""
+        return [tuple(row) for row in conn.execute(self.statement, params)]
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The first row (processed), or None."""
+        """The first row of a SELECT (see :meth:`all`), or None."""
+        row = conn.execute(self.statement, params).first()
+        return None if row is None else tuple(row)
+
+    def returning(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """Run an INSERT/UPDATE ... RETURNING of one row: that row, processed."""
         form = self._form(conn.dialect)
         result = conn.exec_driver_sql(form.sql, form.parameters(params))
         raw = result.fetchone()
         result.close()
-        return None if raw is None else form.row(raw)
+        assert raw is not None, "RETURNING gave no row"
+        return form.row(raw)
 
     def rowcount(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """Run a DML statement; the number of rows it matched."""
