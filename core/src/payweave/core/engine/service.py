@@ -280,8 +280,9 @@ class _Lazy:
         return self._value
 
 
-#: build(session, tx, ledger, status, setup() -> PaymentMethodSetup | None, caps, psp name, idempotency key)
-Builder = Callable[[Session, TransactionRow, Ledger, TxStatus, Callable[[], PaymentMethodSetup | None], PspCapabilities, str, str], _Plan]
+#: build(session, tx, ledger, status, setup() -> PaymentMethodSetup | None, caps, psp name, idempotency key);
+#: tx is the transaction row as a plain record (store.rows.Record); what a builder changes on it is written with the intent
+Builder = Callable[[Session, Record, Ledger, TxStatus, Callable[[], PaymentMethodSetup | None], PspCapabilities, str, str], _Plan]
 
 
 def _doc_key(document_type: str, document_id: str) -> str:

@@ -188,7 +188,11 @@ class Store:
     @contextlib.contextmanager
     def transaction_on(self, conn: Connection) -> Iterator[Session]:
         """A session in one database transaction on ``conn`` (from :meth:`connect`): committed on
-        success, rolled back on error. :func:`connection_of` the session is ``conn``."""
+        success, rolled back on error. :func:`connection_of` the session is ``conn``.
+
+        Roll back by leaving the block with an exception: the session joins ``conn``'s
+        transaction only once it uses the connection, so ``session.rollback()`` alone may leave
+        the transaction (and on SQLite the writer lock) open."""
         with conn.begin():
             session = self.sessions(bind=conn, join_transaction_mode="rollback_only")
             try:
