@@ -1,20 +1,26 @@
-"""The operation protocol's lean path: the outcome starts from the rows its intent committed,
-rows are written without the unit of work (``store.rows.write_changes``), and the view is read
-with plain statements. These check what that path must keep from the ORM it replaced: version
-checks, nothing lost, nothing written twice, and the same view as a fresh read."""
+"""The operation protocol's lean path: the outcome starts from the rows its intent committed, on
+the intent's connection; the transaction is a plain record (``store.rows``) written without the
+unit of work, and statements are compiled once (``store.statements.Prepared``). These check what
+that path must keep from the ORM it replaced: version checks, the same values written and read,
+SQLAlchemy's errors and events, nothing lost, nothing written twice, and the same view as a fresh
+read."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import bindparam, event, func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from payweave.core.engine import PaymentEngine, TxStatus
+from payweave.core.plugins import PluginBug, PspClient
 from payweave.core.store import HistoryRow, OperationRow, TransactionRow
-from payweave.core.store.rows import write_changes
+from payweave.core.store.rows import RecordType, write_changes
+from payweave.core.store.statements import Prepared
 from payweave.core.testing.documents import document_event, item_line, sales_document
+from payweave.hooks.models import Money
 
 D = Decimal
 
@@ -25,11 +31,12 @@ def reserved(engine, code, amount="100.00"):
     return engine.reserve("CRONUS", tx.id)
 
 
+TX = RecordType(TransactionRow)
+
+
 def _tx_row(store, tx_id):
     with store.transaction() as s:
-        row = s.get(TransactionRow, tx_id)
-        s.expunge(row)
-    return row
+        return TX.record(s.execute(select(*TX.columns).where(TransactionRow.id == tx_id)).one())
 
 
 def test_write_changes_writes_what_changed_and_checks_the_version(engine, method):
@@ -43,6 +50,8 @@ def test_write_changes_writes_what_changed_and_checks_the_version(engine, method
 
     row.document_number = "SO-CHANGED"
     row.updated_at = row.updated_at + timedelta(seconds=1)
+    row.cart = dict(row.cart)  # an equal value is no change
+    assert row.changed() == {"document_number", "updated_at"}
     with store.transaction() as s:
         assert write_changes(s, row) is True
     assert row.version == version + 1
@@ -50,6 +59,9 @@ def test_write_changes_writes_what_changed_and_checks_the_version(engine, method
     assert (fresh.document_number, fresh.version, fresh.updated_at) == ("SO-CHANGED", version + 1, row.updated_at)
     with store.transaction() as s:
         assert write_changes(s, row) is False  # written columns count as unchanged afterwards
+    with store.transaction() as s:  # the record reads as the ORM row does
+        orm = s.get(TransactionRow, tx.id)
+        assert {key: getattr(orm, key) for key in TX.keys} == {key: getattr(fresh, key) for key in TX.keys}
 
     stale = _tx_row(store, tx.id)
     row.document_number = "SO-AGAIN"
@@ -61,10 +73,51 @@ def test_write_changes_writes_what_changed_and_checks_the_version(engine, method
     assert _tx_row(store, tx.id).document_number == "SO-AGAIN"
 
 
-def test_write_changes_refuses_a_row_the_session_would_flush_again(engine, method):
+def test_prepared_statements_write_and_read_as_the_orm_does(engine, method):
+    """Values go through the column types' processors both ways (UTC datetimes, JSON, None as
+    JSON null as Core sends it), and errors are SQLAlchemy's, as for any statement."""
     tx = reserved(engine, method("full"))
-    with pytest.raises(AssertionError), engine.store.transaction() as s:
-        write_changes(s, s.get(TransactionRow, tx.id))
+    table = OperationRow.__table__
+    keys = ["company_id", "transaction_id", "seq", "kind", "status", "request_id", "idempotency_key", "actor",
+            "trigger", "currency", "request", "context", "result", "attempts", "created_at"]
+    insert_op = Prepared(insert(table).returning(table.c.id), keys)
+    at = datetime(2026, 3, 1, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+    values = {"company_id": "CRONUS", "transaction_id": tx.id, "seq": 99, "kind": "capture", "status": "started",
+              "request_id": "prepared-1", "idempotency_key": "prepared-key-1", "actor": "", "trigger": "manual",
+              "currency": "EUR", "request": {"amount": "1.00", "nested": [1, None]}, "context": {}, "result": None,
+              "attempts": 0, "created_at": at}
+    # a column with a Python-side default left out would need SQLAlchemy's execution context: refused
+    with pytest.raises(ValueError, match="Python-side default"), engine.store.transaction() as s:
+        Prepared(insert(table), [k for k in keys if k != "attempts"]).execute(s.connection(), values)
+    with engine.store.transaction() as s:
+        op_id = insert_op.returning(s.connection(), values)[0]
+    with engine.store.transaction() as s:
+        orm = s.get(OperationRow, op_id)
+        assert (orm.request, orm.result, orm.created_at, orm.operation_reference) == (values["request"], None, at, None)
+        json_type = func.json_type if engine.store.dialect == "sqlite" else func.json_typeof
+        raw = s.execute(select(json_type(table.c.result)).where(table.c.id == op_id)).scalar()
+        assert raw == "null"  # as Connection.execute stores None in a JSON column
+        read = Prepared(select(table.c.created_at, table.c.request, table.c.result).where(table.c.id == bindparam("id")))
+        assert read.first(s.connection(), {"id": op_id}) == (at, values["request"], None)
+    with pytest.raises(IntegrityError), engine.store.transaction() as s:  # the idempotency key is unique
+        insert_op.returning(s.connection(), {**values, "request_id": "prepared-2"})
+
+
+def test_the_hot_path_statements_run_through_sqlalchemy_events(engine, method):
+    """Fault injection (core.reliability.chaos.DbFaults) hooks SQLAlchemy's cursor events: every
+    statement of a capture must pass through them."""
+    tx = reserved(engine, method("full"))
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement.split()[0].upper())
+
+    event.listen(engine.store.engine, "before_cursor_execute", count)
+    try:
+        engine.capture("CRONUS", tx.id, "10.00")
+    finally:
+        event.remove(engine.store.engine, "before_cursor_execute", count)
+    assert seen.count("INSERT") == 3 and seen.count("UPDATE") == 3 and seen.count("SELECT") >= 3, seen
 
 
 def test_an_outcome_whose_transaction_row_moved_reloads_it_and_loses_nothing(engine, method, monkeypatch):
@@ -104,3 +157,27 @@ def test_the_returned_view_is_the_stored_one(engine, method):
     again = engine.capture("CRONUS", tx.id, request_id="same-request")
     assert engine.capture("CRONUS", tx.id, request_id="same-request") == engine.get_transaction("CRONUS", tx.id)
     assert again.amounts.captured == D("100.00")
+
+
+def test_a_result_that_breaks_the_ledger_parks_after_the_outcome_rolled_back(engine, method, monkeypatch):
+    """The PSP reports more captured than requested: the outcome (on the intent's connection) is
+    rolled back before the parked state is recorded on another one, so nothing waits for a
+    writer lock, the ledger is untouched, and the fixed plugin's replay finishes the capture once."""
+    tx = reserved(engine, method("full"))
+    real = PspClient.capture
+
+    def over_capturing(self, account, request):
+        result = real(self, account, request)
+        return result.model_copy(update={"amount": Money(amount=result.amount.amount + 1, currency="EUR")})
+
+    with monkeypatch.context() as m:
+        m.setattr(PspClient, "capture", over_capturing)
+        with pytest.raises(PluginBug, match="reported a capture of"):
+            engine.capture("CRONUS", tx.id, "10.00")
+    view = engine.get_transaction("CRONUS", tx.id)
+    assert view.amounts.captured == 0 and view.operations[-1].status == "parked"
+    assert [h.action for h in view.history][-2:] == ["capture_requested", "capture_parked"]
+    view = engine.capture("CRONUS", tx.id, "20.00")  # the parked call is replayed first, with its key
+    assert view.amounts.captured == D("30.00")
+    assert [(o.kind, o.status) for o in view.operations] == [("reserve", "succeeded"), ("capture", "succeeded"),
+                                                              ("capture", "succeeded")]

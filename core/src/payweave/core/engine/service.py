@@ -35,10 +35,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import bindparam, insert, literal, select, update
+from sqlalchemy import Connection, bindparam, insert, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 from structlog.contextvars import bound_contextvars
@@ -75,7 +75,9 @@ from payweave.core.store import (
     Store,
     TransactionRow,
 )
-from payweave.core.store.rows import write_changes
+from payweave.core.store.db import connection_of
+from payweave.core.store.rows import Record, RecordType, write_changes
+from payweave.core.store.statements import Prepared
 from payweave.hooks.capabilities import Feature, PspCapabilities
 from payweave.hooks.errors import PayweaveError, RemoteNotFound, TemporarilyUnavailable
 from payweave.hooks.models import (
@@ -165,11 +167,12 @@ REQUEST_MODELS: dict[OpKind, type[BaseModel]] = {
 
 ACTIVE_DOCUMENT_STATUSES = ("prepared", "pending")
 
-# Statements of the operation protocol's hot path, built once (building and cache-keying a
-# statement per call cost about as much as running it). Plain Core on the session's connection.
+# Statements of the operation protocol's hot path, compiled once per dialect and sent as driver
+# SQL (store.statements.Prepared): building, cache-keying and compiling a statement per call cost
+# more than running it. Rows come back as plain tuples; no ORM instances on the path.
 _OPS = OperationRow.__table__.c
 _HIST = HistoryRow.__table__.c
-_OPS_OF_TX = (
+_OPS_OF_TX = Prepared(
     select(_OPS.id, _OPS.seq, _OPS.kind, _OPS.status, _OPS.trigger, _OPS.actor, _OPS.amount_minor, _OPS.currency,
            _OPS.idempotency_key, _OPS.request_id, _OPS.psp_reference, _OPS.operation_reference, _OPS.document_type,
            _OPS.document_number, _OPS.error_code, _OPS.error_message, _OPS.attempts, _OPS.created_at,
@@ -177,7 +180,7 @@ _OPS_OF_TX = (
     .where(_OPS.company_id == bindparam("company_id"), _OPS.transaction_id == bindparam("transaction_id"))
     .order_by(_OPS.seq)
 )
-_HISTORY_OF_TX = (
+_HISTORY_OF_TX = Prepared(
     select(_HIST.id, _HIST.at, _HIST.actor, _HIST.trigger, _HIST.action, _HIST.outcome, _HIST.from_status,
            _HIST.to_status, _HIST.amount_minor, _HIST.operation_id, _HIST.idempotency_key, _HIST.psp_reference,
            _HIST.operation_reference, _HIST.message, _HIST.details)
@@ -193,30 +196,49 @@ _BLOCKING_OP = (
      & _OPS.status.in_([literal(s) for s in UNFINISHED]))
     | ((_OPS.company_id == bindparam("company_id")) & (_OPS.request_id == bindparam("request_id")))
 )
-_UNFINISHED_OPS_OR_REQUEST = (
+_UNFINISHED_OPS_OR_REQUEST = Prepared(
     select(_OPS.id, _OPS.transaction_id, _OPS.request_id, _OPS.status).where(_BLOCKING_OP).order_by(_OPS.seq)
 )
 _TX_BY_ID = select(TransactionRow).where(
     TransactionRow.company_id == bindparam("company_id"), TransactionRow.id == bindparam("transaction_id")
 )
+#: transaction rows as plain records (store.rows): read with Core, written with write_changes
+_TX = RecordType(TransactionRow)
+_TX_WHERE = (_TX.table.c.company_id == bindparam("company_id"), _TX.table.c.id == bindparam("transaction_id"))
+_TX_RECORD = Prepared(select(*_TX.columns).where(*_TX_WHERE))
 #: the transaction and the id of one blocking operation (None: none), in one statement
-_TX_AND_BLOCKING_OP = select(
-    TransactionRow, select(_OPS.id).where(_BLOCKING_OP).limit(1).scalar_subquery()
-).where(TransactionRow.company_id == bindparam("company_id"), TransactionRow.id == bindparam("transaction_id"))
-_INSERT_HISTORY = insert(HistoryRow.__table__)
-
-#: (operation id, (operation row, transaction row)) from an intent just committed, for its outcome
-_INTENT_ROWS: ContextVar[tuple[int, tuple[OperationRow, TransactionRow]] | None] = ContextVar(
-    "payweave_intent_rows", default=None
+_TX_AND_BLOCKING_OP = Prepared(
+    select(*_TX.columns, select(_OPS.id).where(_BLOCKING_OP).limit(1).scalar_subquery()).where(*_TX_WHERE)
 )
-_INSERT_OPERATION = insert(OperationRow.__table__)
-_OPERATION_OUTCOME = (
+_HISTORY_KEYS = ["company_id", "transaction_id", "at", "actor", "trigger", "action", "outcome", "from_status",
+                 "to_status", "amount_minor", "operation_id", "idempotency_key", "psp_reference",
+                 "operation_reference", "message", "details"]
+_INSERT_HISTORY = Prepared(insert(HistoryRow.__table__), _HISTORY_KEYS)
+_OPERATION_KEYS = ["company_id", "transaction_id", "seq", "kind", "status", "request_id", "idempotency_key", "actor",
+                   "trigger", "amount_minor", "currency", "psp_reference", "document_type", "document_id",
+                   "document_number", "request", "context", "result", "operation_reference", "error_code",
+                   "error_message", "error_details", "attempts", "created_at", "completed_at"]
+_INSERT_OPERATION = Prepared(insert(OperationRow.__table__).returning(_OPS.id), _OPERATION_KEYS)
+_OPERATION_OUTCOME = Prepared(
     update(OperationRow.__table__)
     .where(_OPS.id == bindparam("op_id"))
     .values(status=bindparam("new_status"), result=bindparam("new_result"), attempts=bindparam("new_attempts"),
             completed_at=bindparam("new_completed_at"), operation_reference=bindparam("new_operation_reference"),
             error_code=None, error_message=None, error_details=None)
 )
+
+
+class _IntentRows(NamedTuple):
+    """An intent just committed, for its outcome: the operation and transaction rows as committed,
+    and the connection the operation holds (the outcome commits on it too)."""
+
+    op: Any
+    tx: Record
+    conn: Connection
+
+
+#: (operation id, its intent's rows) from an intent just committed, for its outcome
+_INTENT_ROWS: ContextVar[tuple[int, _IntentRows] | None] = ContextVar("payweave_intent_rows", default=None)
 
 
 class AdvancedImportRequest(BaseModel):
@@ -258,8 +280,9 @@ class _Lazy:
         return self._value
 
 
-#: build(session, tx, ledger, status, setup() -> PaymentMethodSetup | None, caps, psp name, idempotency key)
-Builder = Callable[[Session, TransactionRow, Ledger, TxStatus, Callable[[], PaymentMethodSetup | None], PspCapabilities, str, str], _Plan]
+#: build(session, tx, ledger, status, setup() -> PaymentMethodSetup | None, caps, psp name, idempotency key);
+#: tx is the transaction row as a plain record (store.rows.Record); what a builder changes on it is written with the intent
+Builder = Callable[[Session, Record, Ledger, TxStatus, Callable[[], PaymentMethodSetup | None], PspCapabilities, str, str], _Plan]
 
 
 def _doc_key(document_type: str, document_id: str) -> str:
@@ -1560,29 +1583,33 @@ class PaymentEngine:
             yield
 
     def _operate(self, company_id: str, tx_id: str, kind: OpKind, build: Builder, ctx: _Ctx) -> TransactionView:
-        with bound_contextvars(company=company_id, transaction=tx_id, operation=kind.value), self._tx_locked(company_id, tx_id):
+        # one connection for the intent and the outcome (both commit on it; it is idle, outside any
+        # database transaction, while the PSP is called)
+        with (bound_contextvars(company=company_id, transaction=tx_id, operation=kind.value),
+              self._tx_locked(company_id, tx_id), self.store.connect() as conn):
             for _ in range(3):
                 detour: tuple[OperationRow | None, list[int]] | None = None
                 try:
-                    with self.store.transaction() as s:
+                    with self.store.transaction_on(conn) as s:
                         # the transaction, and whether an operation of this request id or an
                         # unfinished one of the transaction exists (then look at them below)
                         key_params = {"company_id": company_id, "transaction_id": tx_id, "request_id": ctx.request_id}
-                        first = s.execute(_TX_AND_BLOCKING_OP, key_params).first()
+                        first = _TX_AND_BLOCKING_OP.first(conn, key_params)
                         existing = None
                         unfinished: list[int] = []
-                        if first is None or first[1] is not None:
+                        if first is None or first[-1] is not None:
                             # the first operation of this request id, and unfinished ones of the transaction
-                            found = s.connection().execute(_UNFINISHED_OPS_OR_REQUEST, key_params).all()
+                            # (rows: id, transaction_id, request_id, status)
+                            found = _UNFINISHED_OPS_OR_REQUEST.all(conn, key_params)
                             existing_id = next(
-                                (op.id for op in found if ctx.request_id is not None and op.request_id == ctx.request_id), None
+                                (op[0] for op in found if ctx.request_id is not None and op[2] == ctx.request_id), None
                             )
                             existing = s.get(OperationRow, existing_id) if existing_id is not None else None
-                            unfinished = [op.id for op in found if op.transaction_id == tx_id and op.status in UNFINISHED]
+                            unfinished = [op[0] for op in found if op[1] == tx_id and op[3] in UNFINISHED]
                         if existing is not None or unfinished:
                             detour = (existing, unfinished)
                         else:
-                            tx = first[0] if first is not None else self._load_tx(s, company_id, tx_id)
+                            tx = _TX.record(first) if first is not None else self._tx_record(conn, company_id, tx_id)
                             setup = _Lazy(lambda: self._setup(s, company_id, tx.payment_method_code))
                             caps = self.capabilities(tx.psp, tx.psp_account)
                             ledger = self._ledger(tx)
@@ -1619,14 +1646,13 @@ class PaymentEngine:
                                 "created_at": now,
                                 "completed_at": None,
                             }
-                            s.flush()  # anything a builder added or changed goes first, as before
+                            s.flush()  # anything a builder added goes first, as before
                             # the intent's rows without the unit of work: one INSERT, one UPDATE of
                             # the transaction (checked against the version it was read with)
-                            s.expunge(tx)
                             tx.next_seq = seq + 1
                             tx.updated_at = now
-                            write_changes(s, tx)
-                            values["id"] = s.connection().execute(_INSERT_OPERATION, values).inserted_primary_key[0]
+                            write_changes(conn, tx)
+                            values["id"] = _INSERT_OPERATION.returning(conn, values)[0]
                             op = SimpleNamespace(**values)  # the row as committed, read by the outcome
                             self._history(
                                 s, tx, f"{kind.value}_requested", ctx, amount_minor=plan.amount_minor, op=op,
@@ -1636,7 +1662,7 @@ class PaymentEngine:
                             op_id = op.id
                             # send exactly what a replay would send: the stored request, validated again
                             fresh = (kind, REQUEST_MODELS[kind].model_validate(op.request), tx.psp, tx.psp_account, key,
-                                     (op, tx))
+                                     _IntentRows(op, tx, conn))
                 except PayweaveError as exc:
                     self._record_refusal(company_id, tx_id, kind, ctx, exc)
                     raise
@@ -1745,9 +1771,9 @@ class PaymentEngine:
     ) -> TransactionView:
         """Send the operation's stored request to the PSP and commit the outcome.
 
-        ``fresh`` (kind, request, psp, account, key, (operation row, transaction row)) skips
-        re-reading an intent just committed; the outcome then starts from those rows too."""
-        rows: tuple[OperationRow, TransactionRow] | None = None
+        ``fresh`` (kind, request, psp, account, key, intent rows) skips re-reading an intent just
+        committed; the outcome then starts from those rows, on the intent's connection."""
+        rows: _IntentRows | None = None
         if fresh is not None:
             kind, request, psp, account_name, key, *more = fresh
             rows = more[0] if more else None
@@ -1853,128 +1879,135 @@ class PaymentEngine:
                 self.log.info("operation.apply_reloaded")
         return self._apply_on(op_id, result, None)
 
-    def _apply_on(
-        self, op_id: int, result: Any, rows: tuple[OperationRow, TransactionRow] | None
-    ) -> TransactionView:
+    def _apply_on(self, op_id: int, result: Any, rows: _IntentRows | None) -> TransactionView:
         """Commit the outcome. ``rows``: the operation and transaction rows as the intent committed
-        them, used without reading them again. Only this call writes the operation while the
-        caller holds the document lock; the transaction row's version column refuses the outcome's
-        UPDATE if anything else changed it since (StaleDataError, then :meth:`_apply` reloads).
+        them, used without reading them again, and the intent's connection. Only this call writes
+        the operation while the caller holds the document lock; the transaction row's version
+        column refuses the outcome's UPDATE if anything else changed it since (StaleDataError, then
+        :meth:`_apply` reloads).
 
-        Both rows are written with :func:`write_changes` (detached from the session)."""
-        with self.store.transaction() as s:
-            op: Any
-            if rows is not None:
-                op, tx = rows
-            else:
-                op = s.get(OperationRow, op_id)
-                assert op is not None
-                tx = self._load_tx(s, op.company_id, op.transaction_id)
-                s.expunge(tx)
-            kind = OpKind(op.kind)
-            cur = tx.currency
-            ledger = self._ledger(tx)
-            before = tx.status
-            phase = phase_of(tx.status)
-            ctx = _Ctx(op.actor, op.trigger)
-            op_status = OpStatus.SUCCEEDED
-            operation_reference = op.operation_reference
-            note = ""
-            try:
-                if kind is OpKind.RESERVE or kind is OpKind.CART_UPDATE:
-                    assert isinstance(result, ReservationResult)
-                    self._check_currency(result.amount, cur, op)
-                    amount = to_minor_units(result.amount.amount, cur)
-                    captured = to_minor_units(result.captured.amount, cur)
-                    tx.psp_reference = result.psp_reference
-                    if result.status is PaymentStatus.PENDING:
-                        phase = Phase.PENDING
-                        ledger = ledger.with_(authorized=0, captured=0)
-                    elif result.status in (PaymentStatus.RESERVED, PaymentStatus.CAPTURED, PaymentStatus.PARTLY_CAPTURED):
-                        phase = Phase.ACTIVE
-                        voided = amount - captured if result.status is PaymentStatus.CAPTURED else 0
-                        ledger = Ledger(cur, authorized=amount, captured=captured, voided=voided)
-                        ledger.check()
-                    else:
-                        raise PluginBug(
-                            f"Plugin {tx.psp!r} returned status {result.status.value!r} from a {kind.value}; a refusal "
-                            f"must be raised, not returned.",
-                            details={"plugin": tx.psp},
-                        )
-                    if kind is OpKind.CART_UPDATE:
-                        new_cart = Cart.model_validate(op.context["cart"])
-                        self._store_cart(tx, new_cart, to_minor_units(new_cart.total_gross, cur), cart_hash(new_cart, new_cart.total_gross))
-                    tx.psp_cart_hash = tx.cart_hash
-                    tx.expires_at = self._expiry(result.expires_at, tx) if ledger.open > 0 else None
-                    note = f" ({result.status.value}, reference {result.psp_reference})"
-                elif kind is OpKind.RENEW:
-                    assert isinstance(result, RenewalResult)
-                    new = result.reservation
-                    self._check_currency(new.amount, cur, op)
-                    old_reference = tx.psp_reference
-                    renewed = to_minor_units(new.amount.amount, cur)
-                    ledger = ledger.with_(authorized=ledger.captured + ledger.voided + ledger.expired + renewed)
-                    tx.psp_reference = new.psp_reference
-                    tx.expires_at = self._expiry(new.expires_at, tx)
-                    note = (f": new reference {new.psp_reference}, valid until "
-                            f"{tx.expires_at.isoformat() if tx.expires_at else 'no expiry'}; old reference "
-                            f"{old_reference} {result.old_reference_action}")
+        The transaction is a plain record written with :func:`write_changes`; the operation's
+        outcome is one UPDATE.
+
+        A result that breaks the contract or the ledger parks the operation; that is recorded once
+        this database transaction has been rolled back (leaving the block by the exception)."""
+        parked: list[PluginBug] = []
+        try:
+            with self.store.transaction() if rows is None else self.store.transaction_on(rows.conn) as s:
+                conn = connection_of(s)
+                op: Any
+                if rows is not None:
+                    op, tx = rows.op, rows.tx
                 else:
-                    assert isinstance(result, OperationResult)
-                    self._check_currency(result.amount, cur, op)
-                    amount = to_minor_units(result.amount.amount, cur)
-                    requested = op.amount_minor if op.amount_minor is not None else ledger.open
-                    if amount < 0 or amount > requested:
-                        raise PluginBug(
-                            f"Plugin {tx.psp!r} reported a {kind.value} of {result.amount} for a request of "
-                            f"{ledger.fmt(requested)}.",
-                            details={"plugin": tx.psp},
-                        )
-                    if result.status is OperationStatus.PENDING:
-                        op_status = OpStatus.PENDING
-                    if kind is OpKind.CAPTURE:
-                        released = to_minor_units(result.released.amount, cur) if result.released else 0
-                        after_open = ledger.open - amount
-                        if op.context.get("final"):
-                            released = after_open
-                        ledger = ledger.with_(captured=ledger.captured + amount, voided=ledger.voided + min(released, after_open))
-                        if released:
-                            note = f"; {ledger.fmt(min(released, after_open))} released (final capture)"
-                    elif kind is OpKind.VOID:
-                        ledger = ledger.with_(voided=ledger.voided + amount)
-                    elif kind is OpKind.REFUND:
-                        ledger = ledger.with_(refunded=ledger.refunded + amount)
-                    elif kind is OpKind.CREDIT:
-                        ledger = ledger.with_(credited=ledger.credited + amount)
-                    operation_reference = result.operation_reference
-            except PluginBug as exc:
-                s.rollback()
-                self._record_final(op_id, exc, parked=True)
-                raise
-            except AssertionError as exc:
-                s.rollback()
-                bug = PluginBug(f"Plugin {tx.psp!r} returned a result that breaks the payment's ledger: {exc}",
-                                details={"plugin": tx.psp})
-                self._record_final(op_id, bug, parked=True)
-                raise bug from exc
-            self._set_ledger(tx, ledger, phase)
-            now = self.clock.now()
-            s.connection().execute(_OPERATION_OUTCOME, {
-                "op_id": op.id, "new_status": op_status.value, "new_result": result.model_dump(mode="json"),
-                "new_attempts": op.attempts + 1, "new_completed_at": now, "new_operation_reference": operation_reference,
-            })
-            tx.updated_at = now
-            write_changes(s, tx)
-            done = {OpStatus.PENDING: "accepted (pending)", OpStatus.SUCCEEDED: "succeeded"}[op_status]
-            self._history(
-                s, tx, kind.value, ctx, from_status=before, to_status=tx.status,
-                amount_minor=op.amount_minor if kind is not OpKind.RESERVE else ledger.authorized, op=op,
-                message=f"{kind.value.replace('_', ' ').capitalize()} {done}{note}.",
-                operation_reference=getattr(result, "operation_reference", None),
-            )
-            if kind in (OpKind.RESERVE, OpKind.RENEW, OpKind.CART_UPDATE):
-                self._schedule_expiry_jobs(s, tx, self._setup(s, tx.company_id, tx.payment_method_code))
-            view = self._view(s, tx)
+                    op = s.get(OperationRow, op_id)
+                    assert op is not None
+                    tx = self._tx_record(conn, op.company_id, op.transaction_id)
+                kind = OpKind(op.kind)
+                cur = tx.currency
+                ledger = self._ledger(tx)
+                before = tx.status
+                phase = phase_of(tx.status)
+                ctx = _Ctx(op.actor, op.trigger)
+                op_status = OpStatus.SUCCEEDED
+                operation_reference = op.operation_reference
+                note = ""
+                try:
+                    if kind is OpKind.RESERVE or kind is OpKind.CART_UPDATE:
+                        assert isinstance(result, ReservationResult)
+                        self._check_currency(result.amount, cur, op)
+                        amount = to_minor_units(result.amount.amount, cur)
+                        captured = to_minor_units(result.captured.amount, cur)
+                        tx.psp_reference = result.psp_reference
+                        if result.status is PaymentStatus.PENDING:
+                            phase = Phase.PENDING
+                            ledger = ledger.with_(authorized=0, captured=0)
+                        elif result.status in (PaymentStatus.RESERVED, PaymentStatus.CAPTURED, PaymentStatus.PARTLY_CAPTURED):
+                            phase = Phase.ACTIVE
+                            voided = amount - captured if result.status is PaymentStatus.CAPTURED else 0
+                            ledger = Ledger(cur, authorized=amount, captured=captured, voided=voided)
+                            ledger.check()
+                        else:
+                            raise PluginBug(
+                                f"Plugin {tx.psp!r} returned status {result.status.value!r} from a {kind.value}; a refusal "
+                                f"must be raised, not returned.",
+                                details={"plugin": tx.psp},
+                            )
+                        if kind is OpKind.CART_UPDATE:
+                            new_cart = Cart.model_validate(op.context["cart"])
+                            self._store_cart(tx, new_cart, to_minor_units(new_cart.total_gross, cur), cart_hash(new_cart, new_cart.total_gross))
+                        tx.psp_cart_hash = tx.cart_hash
+                        tx.expires_at = self._expiry(result.expires_at, tx) if ledger.open > 0 else None
+                        note = f" ({result.status.value}, reference {result.psp_reference})"
+                    elif kind is OpKind.RENEW:
+                        assert isinstance(result, RenewalResult)
+                        new = result.reservation
+                        self._check_currency(new.amount, cur, op)
+                        old_reference = tx.psp_reference
+                        renewed = to_minor_units(new.amount.amount, cur)
+                        ledger = ledger.with_(authorized=ledger.captured + ledger.voided + ledger.expired + renewed)
+                        tx.psp_reference = new.psp_reference
+                        tx.expires_at = self._expiry(new.expires_at, tx)
+                        note = (f": new reference {new.psp_reference}, valid until "
+                                f"{tx.expires_at.isoformat() if tx.expires_at else 'no expiry'}; old reference "
+                                f"{old_reference} {result.old_reference_action}")
+                    else:
+                        assert isinstance(result, OperationResult)
+                        self._check_currency(result.amount, cur, op)
+                        amount = to_minor_units(result.amount.amount, cur)
+                        requested = op.amount_minor if op.amount_minor is not None else ledger.open
+                        if amount < 0 or amount > requested:
+                            raise PluginBug(
+                                f"Plugin {tx.psp!r} reported a {kind.value} of {result.amount} for a request of "
+                                f"{ledger.fmt(requested)}.",
+                                details={"plugin": tx.psp},
+                            )
+                        if result.status is OperationStatus.PENDING:
+                            op_status = OpStatus.PENDING
+                        if kind is OpKind.CAPTURE:
+                            released = to_minor_units(result.released.amount, cur) if result.released else 0
+                            after_open = ledger.open - amount
+                            if op.context.get("final"):
+                                released = after_open
+                            ledger = ledger.with_(captured=ledger.captured + amount, voided=ledger.voided + min(released, after_open))
+                            if released:
+                                note = f"; {ledger.fmt(min(released, after_open))} released (final capture)"
+                        elif kind is OpKind.VOID:
+                            ledger = ledger.with_(voided=ledger.voided + amount)
+                        elif kind is OpKind.REFUND:
+                            ledger = ledger.with_(refunded=ledger.refunded + amount)
+                        elif kind is OpKind.CREDIT:
+                            ledger = ledger.with_(credited=ledger.credited + amount)
+                        operation_reference = result.operation_reference
+                except PluginBug as exc:
+                    parked.append(exc)
+                    raise
+                except AssertionError as exc:
+                    bug = PluginBug(f"Plugin {tx.psp!r} returned a result that breaks the payment's ledger: {exc}",
+                                    details={"plugin": tx.psp})
+                    parked.append(bug)
+                    raise bug from exc
+                self._set_ledger(tx, ledger, phase)
+                now = self.clock.now()
+                _OPERATION_OUTCOME.execute(conn, {
+                    "op_id": op.id, "new_status": op_status.value, "new_result": result.model_dump(mode="json"),
+                    "new_attempts": op.attempts + 1, "new_completed_at": now, "new_operation_reference": operation_reference,
+                })
+                tx.updated_at = now
+                write_changes(conn, tx)
+                done = {OpStatus.PENDING: "accepted (pending)", OpStatus.SUCCEEDED: "succeeded"}[op_status]
+                self._history(
+                    s, tx, kind.value, ctx, from_status=before, to_status=tx.status,
+                    amount_minor=op.amount_minor if kind is not OpKind.RESERVE else ledger.authorized, op=op,
+                    message=f"{kind.value.replace('_', ' ').capitalize()} {done}{note}.",
+                    operation_reference=getattr(result, "operation_reference", None),
+                )
+                if kind in (OpKind.RESERVE, OpKind.RENEW, OpKind.CART_UPDATE):
+                    self._schedule_expiry_jobs(s, tx, self._setup(s, tx.company_id, tx.payment_method_code))
+                view = self._view(s, tx)
+        except PluginBug as exc:
+            if parked and exc is parked[0]:
+                self._record_final(op_id, exc, parked=True)  # the outcome's transaction is rolled back by now
+            raise
         self.log.info("operation.applied", kind=kind.value, status=view.status.value)
         return view
 
@@ -2053,6 +2086,17 @@ class PaymentEngine:
                 details={"transaction_id": tx_id, "company_id": company_id},
             )
         return tx
+
+    @staticmethod
+    def _tx_record(conn: Connection, company_id: str, tx_id: str) -> Record:
+        """The transaction row as a plain record (store.rows), for the operation protocol."""
+        row = _TX_RECORD.first(conn, {"company_id": company_id, "transaction_id": tx_id})
+        if row is None:
+            raise TransactionNotFound(
+                f"There is no payment transaction {tx_id} in this company.",
+                details={"transaction_id": tx_id, "company_id": company_id},
+            )
+        return _TX.record(row)
 
     def _active_tx(self, s: Session, company_id: str, document_type: DocumentType | str, document_id: str) -> TransactionRow | None:
         rows = s.scalars(
@@ -2171,8 +2215,8 @@ class PaymentEngine:
         if s.new:  # pending rows first: the transaction it refers to, history added through the ORM
             s.flush()
         # inserted right away (rows are append-only; never an ORM object), in the caller's transaction
-        s.connection().execute(
-            _INSERT_HISTORY,
+        _INSERT_HISTORY.execute(
+            connection_of(s),
             {
                 "company_id": tx.company_id,
                 "transaction_id": tx.id,
@@ -2201,26 +2245,29 @@ class PaymentEngine:
             # plain column rows on the session's connection: no ORM instances, no JSON the view does
             # not show (operation requests and results); pending changes are flushed first
             s.flush()
-            conn = s.connection()
+            conn = connection_of(s)
             key = {"company_id": tx.company_id, "transaction_id": tx.id}
             ops = tuple(
                 OperationView(
-                    id=o.id, seq=o.seq, kind=o.kind, status=o.status, trigger=o.trigger, actor=o.actor,
-                    amount=money(o.amount_minor, cur), currency=o.currency, idempotency_key=o.idempotency_key,
-                    request_id=o.request_id, psp_reference=o.psp_reference, operation_reference=o.operation_reference,
-                    document_type=o.document_type, document_number=o.document_number, error_code=o.error_code,
-                    error_message=o.error_message, attempts=o.attempts, created_at=o.created_at, completed_at=o.completed_at,
+                    id=id_, seq=seq, kind=kind, status=status, trigger=trigger, actor=actor,
+                    amount=money(amount_minor, cur), currency=currency, idempotency_key=idempotency_key,
+                    request_id=request_id, psp_reference=psp_reference, operation_reference=operation_reference,
+                    document_type=document_type, document_number=document_number, error_code=error_code,
+                    error_message=error_message, attempts=attempts, created_at=created_at, completed_at=completed_at,
                 )
-                for o in conn.execute(_OPS_OF_TX, key)
+                for (id_, seq, kind, status, trigger, actor, amount_minor, currency, idempotency_key, request_id,
+                     psp_reference, operation_reference, document_type, document_number, error_code, error_message,
+                     attempts, created_at, completed_at) in _OPS_OF_TX.all(conn, key)
             )
             history = tuple(
                 HistoryEntry(
-                    id=h.id, at=h.at, actor=h.actor, trigger=h.trigger, action=h.action, outcome=h.outcome,
-                    from_status=h.from_status, to_status=h.to_status, amount=money(h.amount_minor, cur),
-                    operation_id=h.operation_id, idempotency_key=h.idempotency_key, psp_reference=h.psp_reference,
-                    operation_reference=h.operation_reference, message=h.message, details=h.details or {},
+                    id=id_, at=at, actor=actor, trigger=trigger, action=action, outcome=outcome,
+                    from_status=from_status, to_status=to_status, amount=money(amount_minor, cur),
+                    operation_id=operation_id, idempotency_key=idempotency_key, psp_reference=psp_reference,
+                    operation_reference=operation_reference, message=message, details=details or {},
                 )
-                for h in conn.execute(_HISTORY_OF_TX, key)
+                for (id_, at, actor, trigger, action, outcome, from_status, to_status, amount_minor, operation_id,
+                     idempotency_key, psp_reference, operation_reference, message, details) in _HISTORY_OF_TX.all(conn, key)
             )
         return TransactionView(
             id=tx.id,

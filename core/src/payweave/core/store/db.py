@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -176,6 +176,31 @@ class Store:
     def session(self) -> Session:
         return self.sessions()
 
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """One pooled connection held for several transactions (see :meth:`transaction_on`), so an
+        operation's intent and outcome skip a pool checkout and a session each. Hold it only
+        while no other transaction of this thread needs the database (on SQLite it is a second
+        writer), and never across threads."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def transaction_on(self, conn: Connection) -> Iterator[Session]:
+        """A session in one database transaction on ``conn`` (from :meth:`connect`): committed on
+        success, rolled back on error. :func:`connection_of` the session is ``conn``.
+
+        Roll back by leaving the block with an exception: the session joins ``conn``'s
+        transaction only once it uses the connection, so ``session.rollback()`` alone may leave
+        the transaction (and on SQLite the writer lock) open."""
+        with conn.begin():
+            session = self.sessions(bind=conn, join_transaction_mode="rollback_only")
+            try:
+                yield session
+                session.flush()  # conn.begin() commits the database transaction (the session never does)
+            finally:
+                session.close()
+
     # ------------------------------------------------------------------ serialization
     @contextlib.contextmanager
     def serialized(self, company_id: str, key: str) -> Iterator[None]:
@@ -241,6 +266,12 @@ class Store:
                 session.execute(delete(table))
 
 
+def connection_of(session: Session) -> Connection:
+    """The connection of ``session``'s database transaction (the one it is bound to, if any)."""
+    bind = session.bind
+    return bind if isinstance(bind, Connection) else session.connection()
+
+
 def _configure_postgres(engine: Engine, lock_timeout: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -267,4 +298,4 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-__all__ = ["MIGRATIONS", "Store"]
+__all__ = ["MIGRATIONS", "Store", "connection_of"]
