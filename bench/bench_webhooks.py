@@ -7,6 +7,11 @@ vs a bare FastAPI endpoint that answers 200 under the same uvicorn configuration
   already known to payweave -> ``no_change``) and then captured at the PSP directly
   (``payment.captured``, new to payweave -> ``applied``: the transaction moves to captured).
   Each is signed at send time with the account's webhook secret, as psp_mock signs them.
+  The account declares no payment lookup (``payment_lookup = false``): psp_mock keeps its books
+  in the memory of the process that made the payments (this one), which ``payweave serve`` in
+  its own process cannot read, so payweave takes the signed events at their word as it does for
+  any PSP without a lookup. (With a lookup it would first confirm each capture made outside
+  payweave against the PSP's books: that path is tested in core/tests/service/test_webhooks.py.)
 * Load comes from a second process (``_webhook_load.py``: httpx.AsyncClient over several
   keep-alive connections), bounded in count and time; each server runs in a process of its own.
 * Exactly once: after the load, the store holds one ``psp_events`` row per event answered 200
@@ -68,7 +73,8 @@ PSP, ACCOUNT, COMPANY = "psp_mock", "bench", "CRONUS"
 
 
 def _settings(url: str, secret: str) -> dict[str, Any]:
-    return {"database_url": url, "plugins": PSP, "accounts": {PSP: {ACCOUNT: {"profile": "full", "webhook_secret": secret}}}}
+    return {"database_url": url, "plugins": PSP, "accounts": {PSP: {ACCOUNT: {"profile": "full", "webhook_secret": secret,
+                                                                          "payment_lookup": False}}}}
 
 
 def prepare_events(url: str, secret: str, payments: int, path: Path) -> dict[str, int]:

@@ -51,7 +51,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, literal, select
 from sqlalchemy.orm import Session
 
 from payweave.core.errors import CoreError
@@ -109,6 +109,38 @@ _SERVICE_UNFINISHED = ("started", "unknown")
 #: Rows applying may still change: recorded and not applied yet, or waiting for an operation.
 _NOT_APPLIED = (EventStatus.RECEIVED, EventStatus.DEFERRED)
 DUPLICATE_NOTE = "This event was received before; nothing changed."
+
+# The applier's statements, built once (building and coercing a statement per event cost more
+# than running it); parameters by name.
+_TX_ID, _COMPANY = bindparam("transaction_id"), bindparam("company_id")
+#: the id of one unfinished engine operation and one unfinished service operation (None: none)
+_UNFINISHED_IDS = select(
+    select(OperationRow.id).where(
+        OperationRow.company_id == _COMPANY, OperationRow.transaction_id == _TX_ID,
+        OperationRow.status.in_([literal(v) for v in UNFINISHED]),
+    ).order_by(OperationRow.seq).limit(1).scalar_subquery(),
+    select(ServiceOperationRow.id).where(
+        ServiceOperationRow.company_id == _COMPANY, ServiceOperationRow.transaction_id == _TX_ID,
+        ServiceOperationRow.status.in_([literal(v) for v in _SERVICE_UNFINISHED]),
+    ).limit(1).scalar_subquery(),
+)
+_DEFERRED_OF_TX = select(PspEventRow).where(
+    PspEventRow.company_id == _COMPANY, PspEventRow.transaction_id == _TX_ID,
+    PspEventRow.status == literal(EventStatus.DEFERRED),
+).order_by(PspEventRow.occurred_at, PspEventRow.id)
+_TX_TARGET_COLUMNS = (TransactionRow.company_id, TransactionRow.id, TransactionRow.document_type, TransactionRow.document_id)
+_TX_OF_REFERENCE = select(*_TX_TARGET_COLUMNS).where(
+    TransactionRow.psp == bindparam("psp"), TransactionRow.psp_account == bindparam("account"),
+    TransactionRow.psp_reference == bindparam("reference"),
+).limit(2)
+_TX_OF_LINK_ID = select(*_TX_TARGET_COLUMNS).join(PaymentLinkRow, PaymentLinkRow.transaction_id == TransactionRow.id).where(
+    PaymentLinkRow.psp == bindparam("psp"), PaymentLinkRow.psp_account == bindparam("account"),
+    PaymentLinkRow.psp_link_id == bindparam("link_id"),
+).limit(1)
+_TX_OF_LINK_REFERENCE = select(*_TX_TARGET_COLUMNS).join(PaymentLinkRow, PaymentLinkRow.transaction_id == TransactionRow.id).where(
+    PaymentLinkRow.psp == bindparam("psp"), PaymentLinkRow.psp_account == bindparam("account"),
+    PaymentLinkRow.psp_reference == bindparam("reference"),
+).limit(1)
 
 
 class EventOutcome(BaseModel):
@@ -213,7 +245,7 @@ def add_history(
     )
 
 
-def doc_lock_key(tx: TransactionRow) -> str:
+def doc_lock_key(tx: TransactionRow | Any) -> str:
     """The engine's per-document lock key of a transaction (see ``PaymentEngine._tx_locked``)."""
     return f"{tx.document_type}:{tx.document_id}"
 
@@ -413,36 +445,21 @@ class PspEvents:
 
     def _target(self, s: Session, psp: str, account: str, event: PspEvent) -> tuple[str, str, str] | None:
         """(company, transaction id, document lock key) of the transaction the event concerns."""
+        def found(row: Any) -> tuple[str, str, str]:
+            return row.company_id, row.id, doc_lock_key(row)
+
         if event.link_id:
-            link = s.scalars(
-                select(PaymentLinkRow).where(
-                    PaymentLinkRow.psp == psp, PaymentLinkRow.psp_account == account, PaymentLinkRow.psp_link_id == event.link_id
-                )
-            ).first()
-            if link is not None:
-                tx = s.get(TransactionRow, link.transaction_id)
-                if tx is not None:
-                    return tx.company_id, tx.id, doc_lock_key(tx)
+            row = s.execute(_TX_OF_LINK_ID, {"psp": psp, "account": account, "link_id": event.link_id}).first()
+            if row is not None:
+                return found(row)
         if event.psp_reference:
-            rows = s.scalars(
-                select(TransactionRow).where(
-                    TransactionRow.psp == psp,
-                    TransactionRow.psp_account == account,
-                    TransactionRow.psp_reference == event.psp_reference,
-                )
-            ).all()
+            params = {"psp": psp, "account": account, "reference": event.psp_reference}
+            rows = s.execute(_TX_OF_REFERENCE, params).all()
             if len(rows) == 1:
-                return rows[0].company_id, rows[0].id, doc_lock_key(rows[0])
-            link = s.scalars(
-                select(PaymentLinkRow).where(
-                    PaymentLinkRow.psp == psp, PaymentLinkRow.psp_account == account,
-                    PaymentLinkRow.psp_reference == event.psp_reference,
-                )
-            ).first()
-            if link is not None:
-                tx = s.get(TransactionRow, link.transaction_id)
-                if tx is not None:
-                    return tx.company_id, tx.id, doc_lock_key(tx)
+                return found(rows[0])
+            row = s.execute(_TX_OF_LINK_REFERENCE, params).first()
+            if row is not None:
+                return found(row)
         return None
 
     def _settle_unattached(self, s: Session, row_id: int, event: PspEvent) -> EventOutcome:
@@ -506,21 +523,14 @@ class PspEvents:
             return EventOutcome(event_id=event.event_id, type=event.type, status=status, transaction_id=tx.id, message=note)
 
     def _unfinished(self, s: Session, tx: TransactionRow) -> str | None:
-        op = s.scalars(
-            select(OperationRow).where(
-                OperationRow.company_id == tx.company_id, OperationRow.transaction_id == tx.id,
-                OperationRow.status.in_(UNFINISHED),
-            ).order_by(OperationRow.seq)
-        ).first()
-        if op is not None:
+        op_id, sop_id = s.execute(_UNFINISHED_IDS, {"company_id": tx.company_id, "transaction_id": tx.id}).one()
+        if op_id is not None:
+            op = s.get(OperationRow, op_id)
+            assert op is not None
             return f"{op.kind} (operation {op.id}, {op.status})"
-        sop = s.scalars(
-            select(ServiceOperationRow).where(
-                ServiceOperationRow.company_id == tx.company_id, ServiceOperationRow.transaction_id == tx.id,
-                ServiceOperationRow.status.in_(_SERVICE_UNFINISHED),
-            )
-        ).first()
-        if sop is not None:
+        if sop_id is not None:
+            sop = s.get(ServiceOperationRow, sop_id)
+            assert sop is not None
             return f"{sop.kind.replace('_', ' ')} (service operation {sop.id}, {sop.status})"
         return None
 
@@ -945,14 +955,9 @@ class PspEvents:
             self._apply(s, tx, row, PspEvent.model_validate(row.event))
 
     def _reapply_deferred(self, s: Session, tx: TransactionRow) -> int:
-        if self._unfinished(s, tx) is not None:
+        rows = s.scalars(_DEFERRED_OF_TX, {"company_id": tx.company_id, "transaction_id": tx.id}).all()
+        if not rows or self._unfinished(s, tx) is not None:
             return 0
-        rows = s.scalars(
-            select(PspEventRow).where(
-                PspEventRow.company_id == tx.company_id, PspEventRow.transaction_id == tx.id,
-                PspEventRow.status == EventStatus.DEFERRED,
-            ).order_by(PspEventRow.occurred_at, PspEventRow.id)
-        ).all()
         for row in rows:
             self._apply(s, tx, row, PspEvent.model_validate(row.event))
         return len(rows)

@@ -26,10 +26,12 @@ which
   earlier process recorded and never applied (a crash between answer and apply), and looks
   again every few seconds for events another process recorded.
 
-Recording comes first: when deliveries queued up while the applier applied an event, it pauses
-for four times what that event took, so under load it uses at most ``share`` (a fifth) of the
-time: a burst is acknowledged at nearly full speed and applied during and right after it, and
-applying still moves on under any load; otherwise it runs flat out. On SQLite (one writer for the whole database) the writer and the applier also
+Recording comes first: when deliveries queued up while the applier applied an event, it steps
+back so as to use at most ``burst_share`` (a twentieth) of the time for the first
+``burst_seconds`` (3 s) of continuous pressure, and at most ``share`` (a fifth) after that: a
+burst is acknowledged at nearly full speed (what the PSP times out on) and applied during and
+right after it, and under sustained load applying still keeps a fifth of the time, so it never
+falls behind for ever; without pressure it runs flat out. On SQLite (one writer for the whole database) the writer and the applier also
 take turns on an in-process lock rather than meeting in SQLite's busy handler, which sleeps
 milliseconds at a time; the applier holds the store's writer lock before that turn, so the
 recording writer never waits for a payment operation's PSP call.
@@ -84,11 +86,14 @@ class EventApplier:
     """A daemon thread applying recorded events after the answer (see the module docstring)."""
 
     def __init__(self, events: PspEvents, inbox: PspInbox | None = None, *, interval: float = 5.0,
-                 share: float = 0.2) -> None:
+                 share: float = 0.2, burst_share: float = 0.05, burst_seconds: float = 3.0) -> None:
         self.events = events
         self.inbox = inbox
         self.interval = interval
         self.share = share
+        self.burst_share = burst_share
+        self.burst_seconds = burst_seconds
+        self._pressed_since: float | None = None  # when the current run of pressure began
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,8 +153,15 @@ class EventApplier:
         else:
             with store.serialized("_psp", "applier"), self.inbox.turn():  # SQLite: the writer lock, then the turn
                 yield
-        if self.inbox.pressed():  # deliveries queued up meanwhile: step back, recording first
-            self._stop.wait((time.monotonic() - started) * (1 - self.share) / self.share)
+        if not self.inbox.pressed():
+            self._pressed_since = None
+            return
+        # deliveries queued up meanwhile: step back, recording first (more so early in a burst)
+        now = time.monotonic()
+        if self._pressed_since is None:
+            self._pressed_since = started
+        share = self.burst_share if now - self._pressed_since < self.burst_seconds else self.share
+        self._stop.wait((now - started) * (1 - share) / share)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
