@@ -121,7 +121,6 @@ from .statemachine import (
     check_money_back,
     check_reserve,
     check_void,
-    derive_status,
     phase_of,
 )
 from .views import Amounts, EventAction, EventResult, HistoryEntry, OperationView, TransactionView, money
