@@ -1,13 +1,17 @@
 """The sync runner with an in-process ERP plugin registered like any other: pages are pulled
-one at a time and each is committed (with its cursor) before the next is asked for, no more
-than one page is alive, the company's lease makes runs exclusive and fences every commit; the
-migrations have one head and match the models; ERP jobs merge and run."""
+one at a time and each commits (with its cursor) in order, the next page being read while the
+previous one's COMMIT runs on the helper thread and never later than that; a failed COMMIT fails
+the run and the next run resumes at the last committed cursor; no more than one page is alive,
+the company's lease makes runs exclusive and fences every commit; the migrations have one head
+and match the models; ERP jobs merge and run."""
 from __future__ import annotations
 
 import weakref
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -17,7 +21,8 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.autogenerate import compare_metadata
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
+from sqlalchemy.exc import OperationalError
 
 from payweave.core.jobs.clock import ManualClock
 from payweave.core.jobs.queue import JobQueue
@@ -129,8 +134,88 @@ def test_pages_are_committed_one_by_one_and_never_held_together(store):
 
     assert _stored(store) == 12 * PER_PAGE
     for k, stored, live in observations:
-        assert stored == k * PER_PAGE, f"page {k} was asked for before page {k - 1} was committed"
+        # page k is read while page k - 1 may still be committing, never before page k - 2 committed
+        assert stored in {max(0, k - 1) * PER_PAGE, k * PER_PAGE}, f"page {k} was read with {stored} stored"
         assert live <= PER_PAGE, f"{live} invoices alive while page {k} is produced"
+
+
+def _on_sync_commits(store: Store, fn) -> None:
+    """Call ``fn()`` inside every COMMIT the sync's helper thread makes (before the database's)."""
+
+    @event.listens_for(store.engine, "commit")
+    def _commit(_conn) -> None:
+        if threading.current_thread().name.startswith("payweave-sync-commit"):
+            fn()
+
+
+def _committed_rows(store: Store) -> int:
+    """Invoices committed, read without waiting for a writer (SQLite: a plain reader of the WAL,
+    not the store's BEGIN IMMEDIATE, which would wait for the COMMIT in flight)."""
+    if store.is_postgres:
+        with store.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(ErpInvoiceRow)).scalar_one())
+    reader = sqlite3.connect(store.url.database)
+    try:
+        return int(reader.execute("SELECT count(*) FROM erp_invoices").fetchone()[0])
+    finally:
+        reader.close()
+
+
+def test_the_next_page_is_read_while_the_previous_page_commits_and_they_commit_in_order(store):
+    pages = 6
+    committing, release = threading.Event(), threading.Event()
+    armed = {"on": False}  # the invoice pages' COMMITs only (other entities have empty pages)
+    seen: list[tuple[int, bool, int]] = []
+
+    def slow_commit() -> None:  # a page's COMMIT lasts until the next page is being read
+        if armed["on"]:
+            committing.set()
+            release.wait(5)
+            release.clear()
+            committing.clear()
+
+    def on_page(k: int) -> None:
+        in_flight = committing.wait(2) if k else committing.is_set()
+        seen.append((k, in_flight, _committed_rows(store)))
+        armed["on"] = k < pages - 1
+        if k:
+            release.set()
+
+    _on_sync_commits(store, slow_commit)
+    service = _service(store, FakeErp(pages=pages, on_page=on_page))
+    service.connect(plugin="fake_erp", erp_company_id=CID)
+
+    assert _stored(store) == pages * PER_PAGE
+    # from the second page on, each page was read while the previous page's COMMIT was running,
+    # and exactly the pages before that one had committed: one at a time, in order
+    assert seen == [(k, k > 0, max(0, k - 1) * PER_PAGE) for k in range(pages)]
+
+
+def test_a_failed_commit_fails_the_run_and_the_next_run_resumes_after_the_last_committed_page(store):
+    commits = {"n": 0}
+
+    def refuse_page_3() -> None:
+        commits["n"] += 1
+        if commits["n"] == 5:  # customers' (empty) page, invoice pages 0, 1, 2, then page 3's COMMIT fails
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    _on_sync_commits(store, refuse_page_3)
+    fake = FakeErp(pages=8)
+    service = _service(store, fake)
+    with pytest.raises(OperationalError, match="disk I/O error"):
+        service.connect(plugin="fake_erp", erp_company_id=CID)
+    with store.transaction() as s:
+        cur = s.get(ErpSyncCursorRow, (CID, "invoices", "recent"))
+        assert (cur.page_token, cur.pages) == ("p3", 3)
+        assert s.get(ErpConnectionRow, CID).lease_owner is None
+    assert _stored(store) == 3 * PER_PAGE
+    assert fake.produced <= 5  # page 4 at most was read, not stored
+
+    fake.produced = 0
+    service.run_sync(CID)
+    assert fake.produced == 5  # pages 3..7
+    assert _stored(store) == 8 * PER_PAGE
+    assert service.connection(CID).status == "connected"
 
 
 def test_a_run_resumes_from_the_committed_cursor(store):

@@ -24,7 +24,9 @@ Cursors and crashes
 Every page is applied and its cursor stored **in one database transaction** (the cursor is the
 ERP's opaque resume token inside a stream, and the high-water ``lastModifiedDateTime``
 between runs). A crash rolls back the page being applied and the next run repeats it; nothing
-is skipped, and upserts make the repetition harmless. Pages are pulled from the plugin's
+is skipped, and upserts make the repetition harmless. Pages commit one at a time and in
+order; each page's COMMIT runs on a helper thread while the next page is read
+(:class:`~payweave.core.sync.pipeline.PageCommits`). Pages are pulled from the plugin's
 generator one at a time (memory stays flat however long the history is; the BC plugin parses a
 response as it arrives and yields it in parts).
 
@@ -50,7 +52,7 @@ import secrets
 import socket
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -110,6 +112,7 @@ from .models import (
     ErpSyncIssueRow,
     ErpWritebackRow,
 )
+from .pipeline import PageCommits
 from .progress import ProgressCallback, ProgressEvent, StreamCounter, SyncReport
 from .settings import SyncSettings
 from .views import AccountSetupView, ConnectionView, CursorView, InvoiceView, SyncStatus
@@ -173,6 +176,8 @@ class _Run:
     progress: ProgressCallback | None
     default_currency: str | None
     boundary: datetime | None = None
+    #: page COMMITs on a helper thread while the next page is read (core/sync/pipeline.py)
+    commits: PageCommits = field(default_factory=PageCommits)
 
 
 class ErpSyncService(WritebackMixin, EventsMixin):
@@ -438,6 +443,8 @@ class ErpSyncService(WritebackMixin, EventsMixin):
             except BaseException as exc:
                 self._failed(run, exc)
                 raise
+            finally:
+                run.commits.close()
             self._succeeded(run)
         if self.document_event_handler is not None:
             report.events_dispatched = self.dispatch_document_events(company_id).dispatched
@@ -542,13 +549,14 @@ class ErpSyncService(WritebackMixin, EventsMixin):
         finished: set[SyncEntity] = set()
         pages = run.erp.read_many_changes(run.account, cursors, self.settings.page_size)
         try:
-            for page in pages:
-                entity = page.entity
-                if entity in finished:
-                    raise PluginBug(f"Plugin {run.erp.name!r} yielded a {entity.value} page after that stream ended.")
-                self._commit_page(run, entity, stream, page, counters[entity])
-                if page.next_cursor is None:
-                    finished.add(entity)
+            with run.commits.settled():
+                for page in pages:
+                    entity = page.entity
+                    if entity in finished:
+                        raise PluginBug(f"Plugin {run.erp.name!r} yielded a {entity.value} page after that stream ended.")
+                    self._commit_page(run, entity, stream, page, counters[entity])
+                    if page.next_cursor is None:
+                        finished.add(entity)
         except (NotSupported, InvalidRequest) as exc:
             left = [e for e in cursors if e not in finished]
             self.log.info("erp.sync.read_many_fallback", entities=[e.value for e in left], reason=exc.message)
@@ -633,17 +641,18 @@ class ErpSyncService(WritebackMixin, EventsMixin):
         split = stream == PHASE_RECENT and cursor.newest_first and run.boundary is not None
         crossed = False
         try:
-            for page in pages:
-                if cursor.newest_first and not page.newest_first:
-                    raise _OldestFirst()
-                any_page = True
-                if split and not crossed:
-                    crossed = any(_stamp(r) is not None and _stamp(r) < run.boundary for r in page.records)  # type: ignore[operator]
-                pause = split and crossed and not page.partial and page.next_cursor is not None
-                self._commit_page(run, entity, stream, page, counter, hand_over=pause)
-                last_next = page.next_cursor
-                if pause:
-                    return
+            with run.commits.settled():
+                for page in pages:
+                    if cursor.newest_first and not page.newest_first:
+                        raise _OldestFirst()
+                    any_page = True
+                    if split and not crossed:
+                        crossed = any(_stamp(r) is not None and _stamp(r) < run.boundary for r in page.records)  # type: ignore[operator]
+                    pause = split and crossed and not page.partial and page.next_cursor is not None
+                    self._commit_page(run, entity, stream, page, counter, hand_over=pause)
+                    last_next = page.next_cursor
+                    if pause:
+                        return
         finally:
             close = getattr(pages, "close", None)
             if close is not None:
@@ -662,8 +671,10 @@ class ErpSyncService(WritebackMixin, EventsMixin):
 
     def _commit_page(self, run: _Run, entity: SyncEntity, stream: str, page: SyncPage, counter: StreamCounter, *,
                      hand_over: bool = False) -> None:
-        """Apply a page and move its cursor, in one transaction. ``hand_over``: the page ends the
-        recent part of a newest-first stream; the history cursor takes over its next cursor."""
+        """Apply a page and move its cursor, in one transaction, whose COMMIT runs on the run's
+        helper thread while the caller reads the next page (:class:`PageCommits`; the caller
+        reads inside ``run.commits.settled()``). ``hand_over``: the page ends the recent part of
+        a newest-first stream; the history cursor takes over its next cursor."""
         if page.entity != entity:
             raise PluginBug(f"Plugin {run.erp.name!r} returned a {page.entity} page when asked for {entity.value}.")
         now = self.clock.now()
@@ -672,7 +683,13 @@ class ErpSyncService(WritebackMixin, EventsMixin):
         if high is None and records:
             stamps = [_stamp(r) for r in records]
             high = max((t for t in stamps if t is not None), default=None)
-        with self.store.transaction() as s:
+        committed: list[ProgressEvent] = []
+
+        def report() -> None:
+            SYNC_RECORDS.labels(entity.value).inc(len(records))
+            self._emit(run, committed[0])
+
+        with run.commits.transaction(self.store, on_committed=report) as s:
             conn = self._fence(s, run, now)
             stats = rules.apply_page(s, run.company_id, entity, records, now, default_currency=run.default_currency)
             row = s.get(ErpSyncCursorRow, (run.company_id, entity.value, stream), with_for_update=True)
@@ -712,9 +729,8 @@ class ErpSyncService(WritebackMixin, EventsMixin):
             for name in ("inserted", "updated", "unchanged", "ignored", "stale", "issues"):
                 setattr(counter, name, getattr(counter, name) + getattr(stats, name))
             self._store_progress(conn, stream, entity.value, counter, row.high_water)
-        SYNC_RECORDS.labels(entity.value).inc(len(records))
-        self._emit(run, ProgressEvent(run.company_id, "page", stream, entity.value, counter.pages, counter.records,
-                                      counter.requests, counter.elapsed))
+            committed.append(ProgressEvent(run.company_id, "page", stream, entity.value, counter.pages,
+                                           counter.records, counter.requests, counter.elapsed))
 
     @staticmethod
     def _store_progress(conn: ErpConnectionRow, stream: str, entity: str, counter: StreamCounter,
