@@ -212,3 +212,111 @@ def test_a_webhook_waiting_for_the_database_leaves_the_service_answering(service
     for _ in range(3):
         with store.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() > 0
+
+
+def _wait_for(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_reading_the_psps_books_holds_neither_the_turn_nor_the_writer_lock(service, monkeypatch):
+    """Confirming a change made at the PSP asks the PSP (up to its timeout): meanwhile webhooks
+    are recorded and answered as usual, and payment operations are not held up."""
+    put_method(service.a)
+    _, tx = authorized(service.a, lines=[item_line(10000, "40.00")])
+    request = _captured_outside(service, tx, "40.00")  # news to payweave: confirmed against the books
+    account = service.engine.account("psp_mock", "full")
+    ledger = service.ledger()
+    inbox = service.context.inbox
+    seen: list[object] = []
+    original = PspEvents._read_books
+
+    def reading(self, psp, account_name, reference):
+        seen.append(("turn held", inbox._turn is not None and inbox._turn.locked()))
+        # another webhook arrives while the PSP is being asked: recorded and answered right away
+        other = signed_webhook(account, ledger.emit("payment.dispute_updated", payment=tx["psp_reference"],
+                                                     currency="EUR", n=99), received_at=ledger.clock.now())
+        with httpx.Client(base_url=service.server.url, timeout=5) as client:
+            answer = client.post("/webhooks/psp_mock/full", content=other.body, headers=other.headers)
+        seen.append(("other answered", answer.status_code, answer.json()["events"][0]["status"]))
+        return original(self, psp, account_name, reference)
+
+    monkeypatch.setattr(PspEvents, "_read_books", reading)
+    answer = service.anonymous.post("/webhooks/psp_mock/full", content=request.body, headers=request.headers)
+    assert answer.status_code == 200, answer.text
+    event_id = answer.json()["events"][0]["event_id"]
+    _wait_for(lambda: _rows(service.engine.store, event_id=event_id)[0][1] != "received", "not applied")
+    assert seen == [("turn held", False), ("other answered", 200, "received")]
+    assert _rows(service.engine.store, event_id=event_id) == [(event_id, "applied")]
+    assert service.a.get(f"/v1/transactions/{tx['id']}").json()["amounts"]["captured"] == "40.00"
+
+
+def _dispute_update(service, tx, n: int):
+    account = service.engine.account("psp_mock", "full")
+    ledger = service.ledger()
+    event = ledger.emit("payment.dispute_updated", payment=tx["psp_reference"], currency="EUR", n=n)
+    return signed_webhook(account, event, received_at=ledger.clock.now())
+
+
+def test_the_inbox_counts_as_pressed_for_a_moment_after_each_delivery(service, monkeypatch):
+    """The applier steps back while deliveries come in, also between two of them (a steady
+    stream leaves nothing waiting at most instants): after a delivery the inbox counts as
+    pressed until none came for PRESSURE_SECONDS."""
+    from payweave.core.engine import psp_inbox
+
+    put_method(service.a)
+    _, tx = authorized(service.a, lines=[item_line(10000, "10.00")])
+    inbox = service.context.inbox
+    monkeypatch.setattr(psp_inbox, "PRESSURE_SECONDS", 5.0)
+    time.sleep(0.01)
+    request = _dispute_update(service, tx, 1)
+    answer = service.anonymous.post("/webhooks/psp_mock/full", content=request.body, headers=request.headers)
+    assert answer.status_code == 200, answer.text
+    assert inbox.pressed()  # nothing waits now, but a delivery just came
+    monkeypatch.setattr(psp_inbox, "PRESSURE_SECONDS", 0.05)
+    time.sleep(0.1)
+    assert not inbox.pressed()
+
+
+def test_the_event_loop_waits_out_a_short_turn_and_hands_a_long_one_to_the_writer(service, monkeypatch):
+    """SQLite: while the applier has its turn, the loop tries the group again a millisecond
+    later (no thread hop); past LOOP_RETRY_WINDOW the writer thread takes the group. Either way
+    the delivery is answered only once committed."""
+    from payweave.core.engine import psp_inbox
+
+    if service.engine.store.is_postgres:
+        return  # PostgreSQL commits every group on the writer thread
+    put_method(service.a)
+    _, tx = authorized(service.a, lines=[item_line(10000, "10.00")])
+    inbox = service.context.inbox
+
+    def deliver_while_the_turn_is_held(n: int, hold: float) -> httpx.Response:
+        request = _dispute_update(service, tx, n)
+        taken, done = threading.Event(), threading.Event()
+
+        def hold_turn() -> None:
+            with inbox.turn():
+                taken.set()
+                time.sleep(hold)
+                done.set()
+
+        holder = threading.Thread(target=hold_turn)
+        holder.start()
+        taken.wait(5)
+        answer = service.anonymous.post("/webhooks/psp_mock/full", content=request.body, headers=request.headers)
+        assert done.is_set(), "answered before the turn was free (the commit did not wait for it)"
+        holder.join()
+        return answer
+
+    service.context.inbox.applier.stop()  # the turn is this test's alone
+    monkeypatch.setattr(psp_inbox, "LOOP_RETRY_WINDOW", 5.0)
+    answer = deliver_while_the_turn_is_held(1, hold=0.2)
+    assert answer.status_code == 200 and answer.json()["events"][0]["status"] == "received"
+    assert inbox._writer is None  # committed by the event loop itself, after the turn
+    monkeypatch.setattr(psp_inbox, "LOOP_RETRY_WINDOW", 0.0)
+    answer = deliver_while_the_turn_is_held(2, hold=0.2)
+    assert answer.status_code == 200 and answer.json()["events"][0]["status"] == "received"
+    assert inbox._writer is not None  # the writer thread took the group
+    assert len([r for r in _rows(service.engine.store) if r[1] == "received"]) >= 2

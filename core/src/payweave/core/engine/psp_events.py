@@ -261,6 +261,10 @@ class PspEvents:
         #: entered around each event by :meth:`apply_pending` (the service's applier sets it, so
         #: every sweep in the process yields to recording the same way)
         self.pace: Callable[[], AbstractContextManager[Any]] | None = None
+        #: entered around the database work of each attempt to apply an event, never around
+        #: reading the PSP's books (the service's applier sets it: SQLite's writer lock and the
+        #: inbox's turn, so recording webhooks never waits for a PSP's answer)
+        self.turn: Callable[[], AbstractContextManager[Any]] | None = None
 
     # ================================================================== receiving
     def known_account(self, psp: str, account: str) -> bool:
@@ -399,7 +403,15 @@ class PspEvents:
         event for no known transaction is settled as unmatched, ignored or stored. None when the
         row is gone; the row's state when another applier took it first. The PSP's books, when
         the event needs them, are read before (outside the lock and the transaction)."""
-        return self._with_books(lambda: self._apply_row(row_id))
+        turn = self.turn
+        if turn is None:
+            return self._with_books(lambda: self._apply_row(row_id))
+
+        def attempt() -> EventOutcome | None:
+            with turn():
+                return self._apply_row(row_id)
+
+        return self._with_books(attempt)
 
     def _apply_row(self, row_id: int) -> EventOutcome | None:
         for _ in range(3):

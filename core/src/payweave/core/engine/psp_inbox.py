@@ -26,15 +26,20 @@ which
   earlier process recorded and never applied (a crash between answer and apply), and looks
   again every few seconds for events another process recorded.
 
-Recording comes first: when deliveries queued up while the applier applied an event, it steps
-back so as to use at most ``burst_share`` (a twentieth) of the time for the first
-``burst_seconds`` (3 s) of continuous pressure, and at most ``share`` (a fifth) after that: a
-burst is acknowledged at nearly full speed (what the PSP times out on) and applied during and
+Recording comes first: when deliveries came in while the applier applied an event (one is
+waiting, or one arrived in the last 50 ms: a steady stream leaves the inbox empty at most
+instants), it steps back so as to use at most ``burst_share`` (a twentieth) of the time for the
+first ``burst_seconds`` (3 s) of continuous pressure, and at most ``share`` (a fifth) after that:
+a burst is acknowledged at nearly full speed (what the PSP times out on) and applied during and
 right after it, and under sustained load applying still keeps a fifth of the time, so it never
-falls behind for ever; without pressure it runs flat out. On SQLite (one writer for the whole database) the writer and the applier also
-take turns on an in-process lock rather than meeting in SQLite's busy handler, which sleeps
-milliseconds at a time; the applier holds the store's writer lock before that turn, so the
-recording writer never waits for a payment operation's PSP call.
+falls behind for ever; without pressure it runs flat out. On SQLite (one writer for the whole
+database) the writer and the applier also take turns on an in-process lock rather than meeting
+in SQLite's busy handler, which sleeps milliseconds at a time. The applier takes the store's
+writer lock before that turn, so the recording writer never waits for a payment operation's PSP
+call, and it holds both only around its database work (:attr:`PspEvents.turn`), never while it
+reads a PSP's books to confirm an event. When the turn or SQLite's write lock is taken, the
+event loop tries its group again a millisecond later, for up to 50 ms, before the writer thread
+takes it.
 """
 from __future__ import annotations
 
@@ -49,6 +54,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
 
 from payweave.core.errors import CoreError
 from payweave.core.logging import get_logger
@@ -59,6 +65,15 @@ from .psp_events import DUPLICATE_NOTE, EventOutcome, EventStatus, PspEvents
 
 Key = tuple[str, str, str]
 
+#: SQLite: how long the event loop keeps trying to commit a group itself (every
+#: :data:`LOOP_RETRY_SECONDS`) while the applier has its turn or another connection writes,
+#: before it hands the group to the writer thread
+LOOP_RETRY_WINDOW = 0.05
+LOOP_RETRY_SECONDS = 0.001
+#: deliveries are "pressing" while one arrived less than this long ago: a steady stream of
+#: webhooks leaves the inbox empty at most instants (each group commits within a millisecond),
+#: so "something is waiting right now" alone missed most of a burst
+PRESSURE_SECONDS = 0.05
 RECEIVED_NOTE = "Recorded; it is applied to its payment right after this answer, in the order received."
 
 
@@ -80,6 +95,7 @@ class _Delivery:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[dict[Key, int]]
     keys: list[Key] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
 
 
 class EventApplier:
@@ -138,21 +154,28 @@ class EventApplier:
             self._wake.wait(self.interval if self._poll else None)
 
     @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Around the database work of applying one event (:attr:`PspEvents.turn`; not around
+        reading the PSP's books, which may take as long as the PSP does): on SQLite the store's
+        writer lock, then the inbox's turn."""
+        store = self.events.store
+        if self.inbox is None or store.is_postgres:
+            yield
+            return
+        with store.serialized("_psp", "applier"), self.inbox.turn():
+            yield
+
+    @contextlib.contextmanager
     def pace(self) -> Iterator[None]:
-        """Around each event: take the turn; when deliveries queued up meanwhile, step back so as
-        to use at most ``share`` of the time (recording first; applying still moves on)."""
+        """Around each event: when deliveries came in meanwhile, step back so as to use at most
+        ``share`` of the time (recording first; applying still moves on)."""
         if self._stop.is_set() and threading.current_thread() is self._thread:
             raise _Stopping  # unwinds apply_pending now; what is left stays received for the next start
         if self.inbox is None:
             yield
             return
         started = time.monotonic()
-        store = self.events.store
-        if store.is_postgres:
-            yield
-        else:
-            with store.serialized("_psp", "applier"), self.inbox.turn():  # SQLite: the writer lock, then the turn
-                yield
+        yield
         if not self.inbox.pressed():
             self._pressed_since = None
             return
@@ -179,11 +202,13 @@ class PspInbox:
         self.max_rows = max_rows
         self.applier = applier or EventApplier(events, self)
         events.pace = self.applier.pace  # any sweep of this process (maintenance, recovery) yields the same way
+        events.turn = self.applier.turn
         self._cond = threading.Condition()
         self._waiting: list[_Delivery] = []
         self._committing = False
         self._writer_idle = False
         self._closed = False
+        self._last_delivery = -PRESSURE_SECONDS  # time.monotonic() of the latest delivery
         #: deliveries the writer committed, in how many groups (one transaction each), the largest group
         self.stats = {"deliveries": 0, "groups": 0, "largest_group": 0}
         # SQLite: the writer and the applier take turns here (see the module docstring)
@@ -219,6 +244,7 @@ class PspInbox:
         the rows this call inserted, by key (a key missing was stored before)."""
         loop = asyncio.get_running_loop()
         delivery = _Delivery(rows, loop, loop.create_future(), [(r["psp"], r["psp_account"], r["event_id"]) for r in rows])
+        self._last_delivery = delivery.since
         if self._closed:
             raise WebhookNotRecorded("The service is shutting down; please deliver the webhook again.")
         if self._turn is not None:  # SQLite: gathered on this loop, committed by it when it may (see _flush)
@@ -258,7 +284,7 @@ class PspInbox:
             return
         assert self._turn is not None
         if not self._turn.acquire(blocking=False):
-            self._hand_to_writer(group)
+            self._retry_or_hand_over(loop, group)
             return
         try:
             if self._closed:
@@ -271,7 +297,13 @@ class PspInbox:
                 self._connections.pop(loop, None)
                 connection.close()  # a fresh one next time, whatever state this one was left in
                 raise
-        except Exception:  # busy (or failing): the writer thread decides, as for any group
+        except OperationalError as exc:  # another connection holds SQLite's write lock right now
+            if _busy(exc):
+                self._retry_or_hand_over(loop, group)
+            else:
+                self._hand_to_writer(group)
+            return
+        except Exception:  # failing: the writer thread decides, as for any group
             self._hand_to_writer(group)
             return
         finally:
@@ -279,6 +311,24 @@ class PspInbox:
         results = self._claim(group, inserted)
         self._committed(group, results)
         _resolve([(d.future, r) for d, r in results])
+
+    def _retry_or_hand_over(self, loop: asyncio.AbstractEventLoop, group: list[_Delivery]) -> None:
+        """The writer's turn or SQLite's write lock is taken (the applier is applying an event,
+        which takes about a millisecond, or another connection writes): try again on this loop
+        in :data:`LOOP_RETRY_SECONDS`, with whatever arrives meanwhile, for up to
+        :data:`LOOP_RETRY_WINDOW`; then the writer thread takes the group. The loop serves other
+        requests meanwhile, and the group skips the two thread hops (each waiting for the GIL
+        behind the request path) that the writer thread costs it."""
+        if self._closed or time.monotonic() - group[0].since >= LOOP_RETRY_WINDOW:
+            self._hand_to_writer(group)
+            return
+        gathering = self._gathering.get(loop)
+        if gathering is None:
+            self._gathering[loop] = group
+        else:  # gathered since the pop: keep the oldest first, one flush is already scheduled
+            gathering[:0] = group
+            return
+        loop.call_later(LOOP_RETRY_SECONDS, self._flush, loop)
 
     def _loop_connection(self, loop: asyncio.AbstractEventLoop) -> Connection:
         """The connection ``loop`` commits on (SQLite; the caller holds the turn): its own, out of
@@ -299,8 +349,10 @@ class PspInbox:
         return connection
 
     def pressed(self) -> bool:
-        """Whether deliveries are waiting to be committed or being committed right now."""
-        return bool(self._waiting) or self._committing or any(self._gathering.values())
+        """Whether deliveries are coming in: one is waiting to be committed or being committed
+        right now, or one arrived in the last :data:`PRESSURE_SECONDS`."""
+        return (bool(self._waiting) or self._committing or any(self._gathering.values())
+                or time.monotonic() - self._last_delivery < PRESSURE_SECONDS)
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
@@ -422,3 +474,8 @@ def _resolve(items: list[tuple[asyncio.Future[dict[Key, int]], Any]]) -> None:
 
 
 __all__ = ["EventApplier", "PspInbox", "WebhookNotRecorded"]
+
+
+def _busy(exc: OperationalError) -> bool:
+    """SQLite's "database is locked" (SQLITE_BUSY): another connection holds the write lock."""
+    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
