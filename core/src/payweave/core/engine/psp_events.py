@@ -403,9 +403,7 @@ class PspEvents:
         event for no known transaction is settled as unmatched, ignored or stored. None when the
         row is gone; the row's state when another applier took it first. The PSP's books, when
         the event needs them, are read before (outside the lock and the transaction)."""
-        turn = self.turn
-        if turn is None:
-            return self._with_books(lambda: self._apply_row(row_id))
+        turn = self.turn or nullcontext
 
         def attempt() -> EventOutcome | None:
             with turn():

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 import time
 from collections import defaultdict
@@ -322,12 +323,9 @@ class PspInbox:
         if self._closed or time.monotonic() - group[0].since >= LOOP_RETRY_WINDOW:
             self._hand_to_writer(group)
             return
-        gathering = self._gathering.get(loop)
-        if gathering is None:
-            self._gathering[loop] = group
-        else:  # gathered since the pop: keep the oldest first, one flush is already scheduled
-            gathering[:0] = group
-            return
+        # nothing was gathered since _flush popped the group (same loop, no await in between):
+        # the group is this loop's gathering again, and later deliveries join it
+        self._gathering[loop] = group
         loop.call_later(LOOP_RETRY_SECONDS, self._flush, loop)
 
     def _loop_connection(self, loop: asyncio.AbstractEventLoop) -> Connection:
@@ -473,9 +471,9 @@ def _resolve(items: list[tuple[asyncio.Future[dict[Key, int]], Any]]) -> None:
             future.set_result(result)
 
 
-__all__ = ["EventApplier", "PspInbox", "WebhookNotRecorded"]
-
-
 def _busy(exc: OperationalError) -> bool:
-    """SQLite's "database is locked" (SQLITE_BUSY): another connection holds the write lock."""
-    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
+    """SQLite's SQLITE_BUSY ("database is locked"): another connection holds the write lock."""
+    return getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+
+
+__all__ = ["EventApplier", "PspInbox", "WebhookNotRecorded"]

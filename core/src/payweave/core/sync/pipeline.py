@@ -27,13 +27,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-import structlog
 from sqlalchemy.orm import Session
+
+from payweave.core.logging import get_logger
 
 if TYPE_CHECKING:
     from payweave.core.store import Store
 
-log = structlog.get_logger("payweave.sync")
+log = get_logger(component="erp-sync")
 
 
 class PageCommits:
