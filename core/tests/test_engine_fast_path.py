@@ -103,6 +103,53 @@ def test_prepared_statements_write_and_read_as_the_orm_does(engine, method):
         insert_op.returning(s.connection(), {**values, "request_id": "prepared-2"})
 
 
+def test_prepared_rows_insert_as_core_does_in_chunks_and_skip_conflicts(store):
+    """The webhook inbox's insert (``PspEvents.insert_received`` over ``PreparedRows``): more rows
+    than one statement takes (chunks), repeats inside the rows and keys stored before are skipped
+    and reported as not inserted, and every value reads back as an ORM insert's would."""
+    from payweave.core.engine.psp_events import EventStatus, PspEvents
+    from payweave.core.store.service_models import PspEventRow
+    from payweave.core.store.statements import ROWS_PER_STATEMENT, PreparedRows
+
+    at = datetime(2026, 3, 1, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+
+    def row(i, **changes):
+        values = {"psp": "psp_mock", "psp_account": "default", "event_id": f"evt-{i}", "event_type": "captured",
+                  "raw_type": "payment.captured", "occurred_at": at, "received_at": at + timedelta(seconds=i),
+                  "psp_reference": f"pay-{i}" if i % 3 else None, "link_id": None, "payout_id": None,
+                  "status": EventStatus.RECEIVED, "note": "", "event": {"i": i, "nested": [1, None, "é"]}}
+        return {**values, **changes}
+
+    with store.transaction() as s:  # one stored the ORM's way first: a conflict later
+        s.add(PspEventRow(**row(0, event_id="evt-orm")))
+    n = 2 * ROWS_PER_STATEMENT + 5
+    rows = [row(i) for i in range(n)] + [row(3, note="a repeat"), row(0, event_id="evt-orm")]
+    events = PspEvents.__new__(PspEvents)  # insert_received needs nothing of the engine
+    with store.transaction() as s:
+        inserted = events.insert_received(s, rows)
+    assert set(inserted) == {("psp_mock", "default", f"evt-{i}") for i in range(n)}
+    assert len(set(inserted.values())) == n
+    with store.transaction() as s:
+        again = events.insert_received(s, [row(5), row(n)])
+        assert set(again) == {("psp_mock", "default", f"evt-{n}")}
+    with store.transaction() as s:
+        stored = {r.event_id: r for r in s.scalars(select(PspEventRow))}
+        assert len(stored) == n + 2
+        orm = stored["evt-orm"]
+        for i in (0, 3, n - 1, n):
+            got, want = stored[f"evt-{i}"], row(i)
+            assert got.id == (inserted | again)[("psp_mock", "default", f"evt-{i}")]
+            assert {k: getattr(got, k) for k in want} == want
+            assert (got.company_id, got.transaction_id, got.operation_id, got.applied_at) == (None, None, None, None)
+        assert stored["evt-3"].note == ""  # the first of a repeat is the one inserted
+        assert {k: getattr(orm, k) for k in ("occurred_at", "status", "event")} == {
+            k: getattr(stored["evt-0"], k) for k in ("occurred_at", "status", "event")}
+    with pytest.raises(ValueError, match="expected"), store.transaction() as s:
+        events.insert_received(s, [{**row(n + 1), "unexpected": 1}])
+    with pytest.raises(ValueError, match="has no column"):
+        PreparedRows(PspEventRow.__table__, ["psp", "no_such_column"], lambda dialect, values: None)
+
+
 def test_the_hot_path_statements_run_through_sqlalchemy_events(engine, method):
     """Fault injection (core.reliability.chaos.DbFaults) hooks SQLAlchemy's cursor events: every
     statement of a capture must pass through them."""

@@ -122,3 +122,44 @@ def test_precision_check_accepts_exactly_the_representable(currency, amount):
 def test_sums_in_decimal_match_sums_in_minor_units(minors, currency):
     total = sum((Money.from_minor(m, currency) for m in minors[1:]), Money.from_minor(minors[0], currency))
     assert total.minor_units == sum(minors)
+
+
+@given(st.sampled_from([*CURRENCIES, "eur", " jpy "]), st.integers(min_value=-(10**15), max_value=10**15))
+def test_from_minor_is_the_validated_money(currency, minor):
+    """Money.from_minor skips the second validation; it must make exactly what validation makes."""
+    made = Money.from_minor(minor, currency)
+    validated = Money(amount=from_minor_units(minor, currency), currency=currency)
+    assert made == validated
+    assert (made.amount, made.currency, str(made.amount)) == (validated.amount, validated.currency, str(validated.amount))
+    assert made.model_dump(mode="json") == validated.model_dump(mode="json")
+    assert made.model_fields_set == validated.model_fields_set
+    assert Money.model_validate(made.model_dump(mode="json")) == made
+
+
+def test_from_minor_refuses_what_validation_refuses():
+    for minor, currency in [(1.5, "EUR"), (True, "EUR"), ("100", "EUR"), (100, "XXX"), (100, "EURO"), (100, "XAU")]:
+        with pytest.raises(MoneyError):
+            Money.from_minor(minor, currency)
+
+
+def test_a_money_field_takes_the_money_as_it_is_and_checks_everything_else():
+    from pydantic import BaseModel
+
+    class Holder(BaseModel):
+        money: Money
+
+    money = Money.from_minor(1050, "EUR")
+    assert Holder(money=money).money is money
+    assert Holder(money={"amount": "10.5", "currency": "eur"}).money == money
+    with pytest.raises(ValidationError, match="more decimals"):
+        Holder(money={"amount": "10.505", "currency": "EUR"})
+    with pytest.raises(ValidationError, match="more decimals"):
+        Holder.model_validate({"money": {"amount": "1.5", "currency": "JPY"}})
+    with pytest.raises(ValidationError):
+        Holder(money={"amount": 1.5, "currency": "EUR"})
+
+    class Tip(Money):  # a subclass is validated like any other input
+        pass
+
+    with pytest.raises(ValidationError, match="more decimals"):
+        Tip(amount="0.001", currency="EUR")

@@ -79,6 +79,32 @@ def test_request_id_is_echoed_or_made(client):
     assert len(made) == 32 and made.isalnum()
 
 
+def test_each_request_is_logged_at_debug_with_its_id_and_not_built_above(client):
+    import io
+    import json
+
+    import structlog
+
+    from payweave.core import logging as pw_logging
+
+    saved = structlog.get_config()
+    try:
+        for level, expected in (("DEBUG", True), ("INFO", False)):
+            stream = io.StringIO()
+            pw_logging.configure("json", level, stream=stream)
+            assert pw_logging.enabled_for(10) is expected
+            assert client.get("/health", headers={"X-Request-Id": f"log-{level}"}).status_code == 200
+            lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+            logged = [line for line in lines if line.get("event") == "http.request"]
+            if expected:
+                assert logged and logged[-1]["request_id"] == f"log-{level}"
+                assert (logged[-1]["route"], logged[-1]["status"], logged[-1]["level"]) == ("/health", 200, "debug")
+            else:
+                assert not logged
+    finally:
+        structlog.configure(**saved)
+
+
 def test_malformed_json_is_400(client):
     body = assert_problem(client.post("/echo", content=b"{not json", headers={"content-type": "application/json"}), 400, "malformed_json")
     assert body["detail"] == "The request body is not valid JSON."

@@ -92,5 +92,12 @@ def configure(log_format: str = "auto", level: str = "INFO", *, stream: Any = No
     )
 
 
+def enabled_for(level: int) -> bool:
+    """Whether a line at ``level`` (``logging.DEBUG``, ...) is written under the current
+    configuration: a hot path can skip building a line the filtering logger would drop."""
+    check = getattr(structlog.get_config()["wrapper_class"], "is_enabled_for", None)
+    return True if check is None else bool(check(None, level))
+
+
 def get_logger(**context: Any) -> Any:
     return structlog.get_logger("payweave").bind(**context)

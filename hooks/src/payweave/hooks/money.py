@@ -11,7 +11,15 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ModelWrapValidatorHandler,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 from .errors import PayweaveError
 
@@ -148,10 +156,17 @@ class Money(BaseModel):
         currency_exponent(code)
         return code
 
-    @model_validator(mode="after")
-    def _precision(self) -> Money:
-        object.__setattr__(self, "amount", check_precision(self.amount, self.currency))
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _precision(cls, value: Any, handler: ModelWrapValidatorHandler[Money]) -> Money:
+        # a Money is immutable and was checked when it was made: a field of type Money takes it
+        # as it is (an "after" validator would check its precision again in every model that
+        # holds it, three times for a PSP event)
+        if type(value) is Money:
+            return value
+        money = handler(value)
+        object.__setattr__(money, "amount", check_precision(money.amount, money.currency))
+        return money
 
     @classmethod
     def of(cls, amount: Any, currency: str) -> Money:
@@ -163,7 +178,13 @@ class Money(BaseModel):
 
     @classmethod
     def from_minor(cls, minor: int, currency: str) -> Money:
-        return cls(amount=from_minor_units(minor, currency), currency=currency)
+        """The amount of ``minor`` units of ``currency`` (1050 EUR -> 10.50 EUR). Made without a
+        second validation: :func:`from_minor_units` refuses what is not an integer or not a
+        currency, and its result has exactly the currency's decimals."""
+        amount = from_minor_units(minor, currency)
+        if cls is not Money:
+            return cls(amount=amount, currency=currency)
+        return cls.model_construct(amount=amount, currency=normalize_currency(currency))
 
     @property
     def minor_units(self) -> int:

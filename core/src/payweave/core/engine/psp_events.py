@@ -59,6 +59,7 @@ from payweave.core.logging import get_logger
 from payweave.core.metrics import WEBHOOK_EVENTS
 from payweave.core.store import HistoryRow, OperationRow, TransactionRow
 from payweave.core.store.service_models import PaymentLinkRow, PspEventRow, ServiceOperationRow
+from payweave.core.store.statements import PreparedRows
 from payweave.hooks.capabilities import Feature
 from payweave.hooks.errors import PayweaveError, RemoteNotFound
 from payweave.hooks.models import EventType, PaymentLookup, PaymentStatus, PspEvent, WebhookRequest
@@ -250,6 +251,24 @@ def doc_lock_key(tx: TransactionRow | Any) -> str:
     return f"{tx.document_type}:{tx.document_id}"
 
 
+#: the columns of a received event's row (:meth:`PspEvents.row_values`)
+_RECEIVED_COLUMNS = ("psp", "psp_account", "event_id", "event_type", "raw_type", "occurred_at", "received_at",
+                     "psp_reference", "link_id", "payout_id", "status", "note", "event")
+
+
+def _insert_received_statement(dialect: str, values: list[dict[str, Any]]) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    table = PspEventRow.__table__
+    return (insert(table).values(values).on_conflict_do_nothing(index_elements=["psp", "psp_account", "event_id"])
+            .returning(table.c.psp, table.c.psp_account, table.c.event_id, table.c.id))
+
+
+_INSERT_RECEIVED = PreparedRows(PspEventRow.__table__, _RECEIVED_COLUMNS, _insert_received_statement)
+
+
 class PspEvents:
     """Receives PSP webhooks for the service and applies their events (see module docstring)."""
 
@@ -257,7 +276,6 @@ class PspEvents:
         self.engine = engine
         self.store = engine.store
         self.log = get_logger(component="psp_events")
-        self._insert: Any = None
         #: entered around each event by :meth:`apply_pending` (the service's applier sets it, so
         #: every sweep in the process yields to recording the same way)
         self.pace: Callable[[], AbstractContextManager[Any]] | None = None
@@ -335,29 +353,18 @@ class PspEvents:
 
     def insert_received(self, s: Session | Connection, rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
         """Insert event rows (:meth:`row_values`) in the transaction of ``s`` (a session or a
-        connection), one statement, skipping events stored before (the unique ``(psp, account,
-        event_id)`` decides, also against a concurrent insert). Returns the row id of each event
-        inserted, by key; a key absent from the answer was a duplicate. Repeats inside ``rows``
-        are inserted once."""
+        connection), skipping events stored before (the unique ``(psp, account, event_id)``
+        decides, also against a concurrent insert). Returns the row id of each event inserted, by
+        key; a key absent from the answer was a duplicate. Repeats inside ``rows`` are inserted
+        once. The webhook route's hot path: one multi-row statement compiled once
+        (:class:`~payweave.core.store.statements.PreparedRows`)."""
         unique: dict[tuple[str, str, str], dict[str, Any]] = {}
         for row in rows:
             unique.setdefault((row["psp"], row["psp_account"], row["event_id"]), row)
         if not unique:
             return {}
-        return {(r[0], r[1], r[2]): r[3] for r in s.execute(self._insert_statement(), list(unique.values()))}
-
-    def _insert_statement(self) -> Any:
-        if self._insert is None:
-            if self.store.is_postgres:
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
-            table = PspEventRow.__table__
-            self._insert = (
-                insert(table).on_conflict_do_nothing(index_elements=["psp", "psp_account", "event_id"])
-                .returning(table.c.psp, table.c.psp_account, table.c.event_id, table.c.id)
-            )
-        return self._insert
+        connection = s.connection() if isinstance(s, Session) else s
+        return {(r[0], r[1], r[2]): r[3] for r in _INSERT_RECEIVED.returning(connection, list(unique.values()))}
 
     def _count(self, psp: str, outcome: EventOutcome) -> EventOutcome:
         WEBHOOK_EVENTS.labels(psp, outcome.status).inc()

@@ -1,13 +1,16 @@
 """ASGI middleware: request ids bound into structlog, body size limit, request metrics."""
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
 from typing import Any
 
 import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
+from payweave.core.logging import enabled_for
 from payweave.core.metrics import HTTP_REQUESTS
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -44,33 +47,35 @@ class RequestContextMiddleware:
                 message = {**message, "headers": [*(message.get("headers") or ()), id_header]}
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                await self.app(scope, receive, send_with_id)
-            except Exception as exc:
-                # Unexpected: log the type (never the message: it may carry data) and answer 500.
-                structlog.get_logger("payweave.http").error(
-                    "request.crashed", error_type=type(exc).__name__, route=getattr(scope.get("route"), "path", None)
-                )
-                if started_response:
-                    raise
-                from .problems import internal_error_response
+        tokens = bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Unexpected: log the type (never the message: it may carry data) and answer 500.
+            structlog.get_logger("payweave.http").error(
+                "request.crashed", error_type=type(exc).__name__, route=getattr(scope.get("route"), "path", None)
+            )
+            if started_response:
+                raise
+            from .problems import internal_error_response
 
-                response = internal_error_response()
-                await send_with_id({"type": "http.response.start", "status": 500, "headers": response.raw_headers})
-                await send_with_id({"type": "http.response.body", "body": response.body})
-            finally:
-                route = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
-                labels = (scope.get("method", "?"), template, str(status))
-                counter = self._counters.get(labels)
-                if counter is None:
-                    counter = self._counters[labels] = HTTP_REQUESTS.labels(*labels)
-                counter.inc()
+            response = internal_error_response()
+            await send_with_id({"type": "http.response.start", "status": 500, "headers": response.raw_headers})
+            await send_with_id({"type": "http.response.body", "body": response.body})
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            labels = (scope.get("method", "?"), template, str(status))
+            counter = self._counters.get(labels)
+            if counter is None:
+                counter = self._counters[labels] = HTTP_REQUESTS.labels(*labels)
+            counter.inc()
+            if enabled_for(logging.DEBUG):  # built only when written: this runs for every request
                 structlog.get_logger("payweave.http").debug(
                     "http.request", method=scope.get("method"), route=template, status=status,
                     ms=round((time.perf_counter() - started) * 1000, 2),
                 )
+            reset_contextvars(**tokens)
 
 
 class BodySizeLimitMiddleware:

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from payweave.core.heap import freeze_started_heap
 from payweave.core.logging import get_logger
 from payweave.core.settings import PayweaveSettings
 from payweave.hooks.errors import PayweaveError
@@ -107,6 +108,9 @@ class Runtime:
 
     def start(self) -> Runtime:
         warm_up(self.app)
+        # what exists now lives as long as the process: out of the collector's full passes
+        # (payweave.core.heap), before the threads below start making garbage of their own
+        freeze_started_heap()
         self.context.inbox.start()  # applies webhook events a previous run recorded and never applied
         self._stoppers.append(Maintenance(self.context).start())
         if self.job_worker:

@@ -60,6 +60,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from structlog.contextvars import bound_contextvars
 
+from payweave.core.heap import heap_frozen
 from payweave.core.jobs.clock import SYSTEM_CLOCK, Clock
 from payweave.core.jobs.queue import JobQueue
 from payweave.core.logging import get_logger
@@ -97,7 +98,6 @@ from .errors import (
     SyncError,
 )
 from .events import DocumentEventHandler, EventsMixin
-from .heap import heap_frozen
 from .models import (
     ErpAccountSetupRow,
     ErpConnectionRow,
