@@ -6,6 +6,7 @@ SQLAlchemy's errors and events, nothing lost, nothing written twice, and the sam
 read."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -117,11 +118,13 @@ def test_prepared_rows_insert_as_core_does_in_chunks_and_skip_conflicts(store):
         values = {"psp": "psp_mock", "psp_account": "default", "event_id": f"evt-{i}", "event_type": "captured",
                   "raw_type": "payment.captured", "occurred_at": at, "received_at": at + timedelta(seconds=i),
                   "psp_reference": f"pay-{i}" if i % 3 else None, "link_id": None, "payout_id": None,
-                  "status": EventStatus.RECEIVED, "note": "", "event": {"i": i, "nested": [1, None, "é"]}}
+                  "status": EventStatus.RECEIVED, "note": "", "event": json.dumps({"i": i, "nested": [1, None, "é"]},
+                                                                                      ensure_ascii=i % 2 == 0)}
         return {**values, **changes}
 
     with store.transaction() as s:  # one stored the ORM's way first: a conflict later
-        s.add(PspEventRow(**row(0, event_id="evt-orm")))
+        orm_row = row(0, event_id="evt-orm")
+        s.add(PspEventRow(**{**orm_row, "event": json.loads(orm_row["event"])}))
     n = 2 * ROWS_PER_STATEMENT + 5
     rows = [row(i) for i in range(n)] + [row(3, note="a repeat"), row(0, event_id="evt-orm")]
     events = PspEvents.__new__(PspEvents)  # insert_received needs nothing of the engine
@@ -139,13 +142,17 @@ def test_prepared_rows_insert_as_core_does_in_chunks_and_skip_conflicts(store):
         for i in (0, 3, n - 1, n):
             got, want = stored[f"evt-{i}"], row(i)
             assert got.id == (inserted | again)[("psp_mock", "default", f"evt-{i}")]
-            assert {k: getattr(got, k) for k in want} == want
+            assert {k: getattr(got, k) for k in want} == {**want, "event": json.loads(want["event"])}
             assert (got.company_id, got.transaction_id, got.operation_id, got.applied_at) == (None, None, None, None)
         assert stored["evt-3"].note == ""  # the first of a repeat is the one inserted
         assert {k: getattr(orm, k) for k in ("occurred_at", "status", "event")} == {
             k: getattr(stored["evt-0"], k) for k in ("occurred_at", "status", "event")}
     with pytest.raises(ValueError, match="expected"), store.transaction() as s:
         events.insert_received(s, [{**row(n + 1), "unexpected": 1}])
+    with pytest.raises(TypeError, match="expected JSON text"), store.transaction() as s:  # given as text, or refused
+        events.insert_received(s, [{**row(n + 1), "event": {"i": n + 1}}])
+    with pytest.raises(ValueError, match="not a JSON column"):
+        PreparedRows(PspEventRow.__table__, ["psp", "note"], lambda dialect, values: None, json_text=["note"])
     with pytest.raises(ValueError, match="has no column"):
         PreparedRows(PspEventRow.__table__, ["psp", "no_such_column"], lambda dialect, values: None)
 

@@ -6,6 +6,7 @@ hook names, operation names, outcomes, HTTP routes (templates, never raw paths).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -46,6 +47,20 @@ SYNC_RECORDS = Counter(
 UP = Gauge("payweave_up", "1 while the service runs.", registry=REGISTRY)
 
 _backlog_source: Callable[[], dict[str, int]] | None = None
+
+#: the child of each (metric, label values) used so far (see :func:`labelled`)
+_children: dict[tuple[Any, tuple[Any, ...]], Any] = {}
+
+
+def labelled(metric: Any, *values: Any) -> Any:
+    """``metric.labels(*values)``, looked up once per label values: prometheus-client validates
+    the values and takes a lock on every ``labels`` call, a few microseconds that every webhook,
+    plugin call and request would pay again (labels are low-cardinality, so this stays small)."""
+    key = (metric, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
 
 
 class _BacklogCollector:

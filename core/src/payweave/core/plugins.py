@@ -62,7 +62,7 @@ from payweave.hooks.models import (
 )
 
 from .logging import get_logger, register_secret
-from .metrics import PLUGIN_CALLS
+from .metrics import PLUGIN_CALLS, labelled
 from .settings import PayweaveSettings
 
 ENTRY_POINT_GROUP = "payweave"
@@ -357,7 +357,7 @@ class PluginManager:
                 details={"plugin": plugin, "hook": hook},
             ) from exc
         finally:
-            PLUGIN_CALLS.labels(plugin, hook, outcome).observe(time.perf_counter() - started)
+            labelled(PLUGIN_CALLS, plugin, hook, outcome).observe(time.perf_counter() - started)
         if expect is not None and not isinstance(result, expect):
             raise PluginBug(
                 f"Plugin {plugin!r} returned {type(result).__name__} from {hook}, expected "

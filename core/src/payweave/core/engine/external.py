@@ -22,7 +22,7 @@ from structlog.contextvars import bound_contextvars
 
 from payweave.core.errors import OperationOutcomeUnknown, restore_error
 from payweave.core.logging import get_logger
-from payweave.core.metrics import OPERATIONS
+from payweave.core.metrics import OPERATIONS, labelled
 from payweave.core.store import TransactionRow
 from payweave.core.store.service_models import ServiceOperationRow
 from payweave.hooks.errors import PayweaveError, TemporarilyUnavailable
@@ -126,7 +126,7 @@ class ExternalCalls:
                 result = self.invoke(account, request)
             except TemporarilyUnavailable as exc:
                 self._record(op_id, UNKNOWN, exc)
-                OPERATIONS.labels(self.kind, "unknown").inc()
+                labelled(OPERATIONS, self.kind, "unknown").inc()
                 raise OperationOutcomeUnknown(
                     f"The PSP did not answer the {self.kind.replace('_', ' ')} ({exc.message}); repeat the request "
                     f"and payweave replays it with the same idempotency key, so it cannot happen twice.",
@@ -134,7 +134,7 @@ class ExternalCalls:
                 ) from exc
             except PayweaveError as exc:
                 self._record(op_id, FAILED, exc)
-                OPERATIONS.labels(self.kind, exc.code).inc()
+                labelled(OPERATIONS, self.kind, exc.code).inc()
                 raise
         with self.store.transaction() as s:
             op = s.get(ServiceOperationRow, op_id)
@@ -149,7 +149,7 @@ class ExternalCalls:
             s.flush()
             self.events._apply_unmatched(s, tx)
             self.events._reapply_deferred(s, tx)
-        OPERATIONS.labels(self.kind, "succeeded").inc()
+        labelled(OPERATIONS, self.kind, "succeeded").inc()
 
     def _record(self, op_id: int, status: str, exc: PayweaveError) -> None:
         with self.store.transaction() as s:

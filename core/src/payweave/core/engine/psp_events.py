@@ -56,7 +56,7 @@ from sqlalchemy.orm import Session
 
 from payweave.core.errors import CoreError
 from payweave.core.logging import get_logger
-from payweave.core.metrics import WEBHOOK_EVENTS
+from payweave.core.metrics import WEBHOOK_EVENTS, labelled
 from payweave.core.store import HistoryRow, OperationRow, TransactionRow
 from payweave.core.store.service_models import PaymentLinkRow, PspEventRow, ServiceOperationRow
 from payweave.core.store.statements import PreparedRows
@@ -266,7 +266,7 @@ def _insert_received_statement(dialect: str, values: list[dict[str, Any]]) -> An
             .returning(table.c.psp, table.c.psp_account, table.c.event_id, table.c.id))
 
 
-_INSERT_RECEIVED = PreparedRows(PspEventRow.__table__, _RECEIVED_COLUMNS, _insert_received_statement)
+_INSERT_RECEIVED = PreparedRows(PspEventRow.__table__, _RECEIVED_COLUMNS, _insert_received_statement, json_text=["event"])
 
 
 class PspEvents:
@@ -312,7 +312,7 @@ class PspEvents:
         try:
             return client.parse_webhook(account, request)
         except PayweaveError as exc:
-            WEBHOOK_EVENTS.labels(psp, "rejected").inc()
+            labelled(WEBHOOK_EVENTS, psp, "rejected").inc()
             self.log.warning("webhook.rejected", psp=psp, account=account_name, code=exc.code)
             raise
 
@@ -343,12 +343,13 @@ class PspEvents:
 
     @staticmethod
     def row_values(psp: str, account: str, event: PspEvent, received_at: datetime) -> dict[str, Any]:
-        """The ``psp_events`` row of a verified event, as recorded before it is applied."""
+        """The ``psp_events`` row of a verified event, as recorded before it is applied (the event
+        as JSON text, for :meth:`insert_received`)."""
         return {
             "psp": psp, "psp_account": account, "event_id": event.event_id, "event_type": event.type.value,
             "raw_type": event.raw_type, "occurred_at": event.occurred_at, "received_at": received_at,
             "psp_reference": event.psp_reference, "link_id": event.link_id, "payout_id": event.payout_id,
-            "status": EventStatus.RECEIVED, "note": "", "event": event.model_dump(mode="json"),
+            "status": EventStatus.RECEIVED, "note": "", "event": event.model_dump_json(),
         }
 
     def insert_received(self, s: Session | Connection, rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
@@ -367,7 +368,7 @@ class PspEvents:
         return {(r[0], r[1], r[2]): r[3] for r in _INSERT_RECEIVED.returning(connection, list(unique.values()))}
 
     def _count(self, psp: str, outcome: EventOutcome) -> EventOutcome:
-        WEBHOOK_EVENTS.labels(psp, outcome.status).inc()
+        labelled(WEBHOOK_EVENTS, psp, outcome.status).inc()
         self.log.debug("webhook.event", psp=psp, event_id=outcome.event_id, type=outcome.type.value, result=outcome.status,
                        transaction=outcome.transaction_id)
         return outcome

@@ -59,7 +59,7 @@ from sqlalchemy.exc import OperationalError
 
 from payweave.core.errors import CoreError
 from payweave.core.logging import get_logger
-from payweave.core.metrics import WEBHOOK_EVENTS
+from payweave.core.metrics import WEBHOOK_EVENTS, labelled
 from payweave.hooks.models import PspEvent
 
 from .psp_events import DUPLICATE_NOTE, EventOutcome, EventStatus, PspEvents
@@ -235,7 +235,7 @@ class PspInbox:
         for event in events:
             new = (psp, account, event.event_id) in inserted
             status = EventStatus.RECEIVED if new else EventStatus.DUPLICATE
-            WEBHOOK_EVENTS.labels(psp, status).inc()
+            labelled(WEBHOOK_EVENTS, psp, status).inc()
             outcomes.append(EventOutcome(event_id=event.event_id, type=event.type, status=status,
                                          message=RECEIVED_NOTE if new else DUPLICATE_NOTE))
         return outcomes
@@ -463,7 +463,7 @@ def _resolve(items: list[tuple[asyncio.Future[dict[Key, int]], Any]]) -> None:
         if future.done():  # the request went away (the client hung up); its events are committed
             continue
         if isinstance(result, BaseException):
-            WEBHOOK_EVENTS.labels("-", "not_recorded").inc()
+            labelled(WEBHOOK_EVENTS, "-", "not_recorded").inc()
             future.set_exception(WebhookNotRecorded(
                 "The webhook's events could not be recorded; please deliver it again.",
                 details={"error_type": type(result).__name__}))

@@ -11,7 +11,7 @@ import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from payweave.core.logging import enabled_for
-from payweave.core.metrics import HTTP_REQUESTS
+from payweave.core.metrics import HTTP_REQUESTS, labelled
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -22,8 +22,6 @@ class RequestContextMiddleware:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        #: the counter of each (method, route, status) seen, so a request does not look it up by labels
-        self._counters: dict[tuple[str, str, str], Any] = {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -65,11 +63,7 @@ class RequestContextMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            labels = (scope.get("method", "?"), template, str(status))
-            counter = self._counters.get(labels)
-            if counter is None:
-                counter = self._counters[labels] = HTTP_REQUESTS.labels(*labels)
-            counter.inc()
+            labelled(HTTP_REQUESTS, scope.get("method", "?"), template, str(status)).inc()
             if enabled_for(logging.DEBUG):  # built only when written: this runs for every request
                 structlog.get_logger("payweave.http").debug(
                     "http.request", method=scope.get("method"), route=template, status=status,

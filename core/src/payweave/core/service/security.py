@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from structlog.contextvars import bind_contextvars
 
 from payweave.core.errors import CoreError
-from payweave.core.metrics import OPERATIONS
+from payweave.core.metrics import OPERATIONS, labelled
 from payweave.core.store.service_models import IdempotentRequestRow
 from payweave.hooks.errors import PayweaveError
 
@@ -214,9 +214,9 @@ async def _count(operation: str, call: Callable[[], JSONResponse]) -> JSONRespon
     try:
         response = await run_in_threadpool(call)
     except PayweaveError as exc:
-        OPERATIONS.labels(operation, exc.code).inc()
+        labelled(OPERATIONS, operation, exc.code).inc()
         raise
-    OPERATIONS.labels(operation, "ok").inc()
+    labelled(OPERATIONS, operation, "ok").inc()
     return response
 
 

@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam
+from sqlalchemy import JSON, Connection, Table, bindparam
 from sqlalchemy.engine import CursorResult, Dialect
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -128,6 +128,14 @@ class Prepared:
         return conn.exec_driver_sql(form.sql, form.parameters(params)).rowcount
 
 
+def _json_text(value: Any) -> str:
+    """A :class:`PreparedRows` value given as JSON text: sent as it is (the column type would
+    serialise the text again, as a JSON string)."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected JSON text, not {type(value).__name__}")
+    return value
+
+
 #: rows per statement of :class:`PreparedRows`: 64 rows of up to 15 columns stay under 999
 #: parameters, the smallest limit of a SQLite build (PostgreSQL allows 65,535)
 ROWS_PER_STATEMENT = 64
@@ -141,18 +149,26 @@ class PreparedRows:
     ``columns``: the columns of ``table`` every row gives, no more and no fewer. ``build(dialect_name,
     values)`` makes the statement from ``values``: one dict per row, of bind parameters (typed as
     their columns) by column name: ``insert(table).values(values)`` plus whatever the dialect's
-    insert adds, such as ``on_conflict_do_nothing().returning(...)``.
+    insert adds, such as ``on_conflict_do_nothing().returning(...)``. ``json_text``: JSON columns
+    whose values the rows give as JSON text already (``model_dump_json()`` of a pydantic model,
+    which costs less than dumping to Python and having the column type serialise that), sent as
+    they are; a value that is not a ``str`` there is refused.
     """
 
-    __slots__ = ("table", "build", "columns", "_plans")
+    __slots__ = ("table", "build", "columns", "json_text", "_plans")
 
-    def __init__(self, table: Table, columns: Sequence[str], build: Callable[[str, list[dict[str, Any]]], ClauseElement]) -> None:
+    def __init__(self, table: Table, columns: Sequence[str], build: Callable[[str, list[dict[str, Any]]], ClauseElement],
+                 *, json_text: Sequence[str] = ()) -> None:
         unknown = [c for c in columns if c not in table.c]
         if unknown:
             raise ValueError(f"{table.name} has no column {', '.join(unknown)}")
+        not_json = [c for c in json_text if c not in columns or not isinstance(table.c[c].type, JSON)]
+        if not_json:
+            raise ValueError(f"{table.name}: {', '.join(not_json)} is not a JSON column of the rows")
         self.table = table
         self.build = build
         self.columns = tuple(columns)
+        self.json_text = frozenset(json_text)
         self._plans: weakref.WeakKeyDictionary[Dialect, dict[int, tuple[_Form, list[tuple[int, str, _Processor]]]]] = (
             weakref.WeakKeyDictionary())
 
@@ -167,7 +183,8 @@ class PreparedRows:
             where = {f"r{i}_{c}": (i, c) for i in range(n) for c in self.columns}
             if {key for _name, key, _p, _d in form.binds} != set(where):  # pragma: no cover - a statement with other binds
                 raise ValueError(f"PreparedRows: the statement binds {[b[1] for b in form.binds]}, not the rows' columns")
-            plan = plans[n] = (form, [(*where[key], process) for _name, key, process, _d in form.binds])
+            plan = plans[n] = (form, [(*where[key], _json_text if where[key][1] in self.json_text else process)
+                                      for _name, key, process, _d in form.binds])
         return plan
 
     def returning(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:

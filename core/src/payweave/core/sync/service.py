@@ -64,7 +64,7 @@ from payweave.core.heap import heap_frozen
 from payweave.core.jobs.clock import SYSTEM_CLOCK, Clock
 from payweave.core.jobs.queue import JobQueue
 from payweave.core.logging import get_logger
-from payweave.core.metrics import SYNC_RECORDS
+from payweave.core.metrics import SYNC_RECORDS, labelled
 from payweave.core.plugins import ErpClient, PluginBug, PluginManager
 from payweave.core.store import Store
 from payweave.hooks.errors import (
@@ -686,7 +686,7 @@ class ErpSyncService(WritebackMixin, EventsMixin):
         committed: list[ProgressEvent] = []
 
         def report() -> None:
-            SYNC_RECORDS.labels(entity.value).inc(len(records))
+            labelled(SYNC_RECORDS, entity.value).inc(len(records))
             self._emit(run, committed[0])
 
         with run.commits.transaction(self.store, on_committed=report) as s:
