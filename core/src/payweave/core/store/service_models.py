@@ -59,7 +59,10 @@ class PspEventRow(Base):
     __tablename__ = "psp_events"
     __table_args__ = (
         UniqueConstraint("psp", "psp_account", "event_id"),
-        Index("ix_psp_events_reference", "psp", "psp_account", "psp_reference", "status"),
+        # events are looked up by reference only while unmatched (they came before their payment
+        # had its reference): the index holds those alone, so recording and applying skip it
+        Index("ix_psp_events_unmatched", "psp", "psp_account", "psp_reference",
+              sqlite_where=text("status = 'unmatched'"), postgresql_where=text("status = 'unmatched'")),
         Index("ix_psp_events_transaction", "company_id", "transaction_id"),
         # the applier's queue: events recorded and not applied yet (a partial index stays small)
         Index("ix_psp_events_received", "id", sqlite_where=text("status = 'received'"),
