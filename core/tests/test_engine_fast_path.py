@@ -151,6 +151,8 @@ def test_prepared_rows_insert_as_core_does_in_chunks_and_skip_conflicts(store):
         events.insert_received(s, [{**row(n + 1), "unexpected": 1}])
     with pytest.raises(TypeError, match="expected JSON text"), store.transaction() as s:  # given as text, or refused
         events.insert_received(s, [{**row(n + 1), "event": {"i": n + 1}}])
+    wide = [c.name for c in PspEventRow.__table__.c]  # more columns: fewer rows a statement, under SQLite's 999
+    assert PreparedRows(PspEventRow.__table__, wide, lambda dialect, values: None).per_statement == 999 // len(wide) < 64
     with pytest.raises(ValueError, match="not a JSON column"):
         PreparedRows(PspEventRow.__table__, ["psp", "note"], lambda dialect, values: None, json_text=["note"])
     with pytest.raises(ValueError, match="has no column"):

@@ -20,7 +20,8 @@ key in INSERT values), no expanding IN, no literal rendering.
 
 :class:`PreparedRows` does the same for an INSERT of many rows in one statement (multi-row
 ``VALUES``, e.g. with ``ON CONFLICT DO NOTHING RETURNING``): compiled once per dialect and row
-count, the rows sent in statements of at most :data:`ROWS_PER_STATEMENT` rows.
+count, the rows sent in statements of at most :data:`ROWS_PER_STATEMENT` rows (and
+:data:`MAX_PARAMETERS` parameters).
 """
 from __future__ import annotations
 
@@ -136,9 +137,11 @@ def _json_text(value: Any) -> str:
     return value
 
 
-#: rows per statement of :class:`PreparedRows`: 64 rows of up to 15 columns stay under 999
-#: parameters, the smallest limit of a SQLite build (PostgreSQL allows 65,535)
+#: rows per statement of :class:`PreparedRows`, at most; fewer where the columns would bind more
+#: than :data:`MAX_PARAMETERS`
 ROWS_PER_STATEMENT = 64
+#: parameters of one statement, at most: the smallest limit of a SQLite build (PostgreSQL's is 65,535)
+MAX_PARAMETERS = 999
 
 
 class PreparedRows:
@@ -155,7 +158,7 @@ class PreparedRows:
     they are; a value that is not a ``str`` there is refused.
     """
 
-    __slots__ = ("table", "build", "columns", "json_text", "_plans")
+    __slots__ = ("table", "build", "columns", "json_text", "per_statement", "_plans")
 
     def __init__(self, table: Table, columns: Sequence[str], build: Callable[[str, list[dict[str, Any]]], ClauseElement],
                  *, json_text: Sequence[str] = ()) -> None:
@@ -169,6 +172,7 @@ class PreparedRows:
         self.build = build
         self.columns = tuple(columns)
         self.json_text = frozenset(json_text)
+        self.per_statement = max(1, min(ROWS_PER_STATEMENT, MAX_PARAMETERS // len(self.columns)))
         self._plans: weakref.WeakKeyDictionary[Dialect, dict[int, tuple[_Form, list[tuple[int, str, _Processor]]]]] = (
             weakref.WeakKeyDictionary())
 
@@ -192,8 +196,8 @@ class PreparedRows:
         skipped, e.g. a conflict that does nothing, returns none)."""
         out: list[tuple[Any, ...]] = []
         width = len(self.columns)
-        for start in range(0, len(rows), ROWS_PER_STATEMENT):
-            chunk = rows[start:start + ROWS_PER_STATEMENT]
+        for start in range(0, len(rows), self.per_statement):
+            chunk = rows[start:start + self.per_statement]
             for row in chunk:
                 if len(row) != width:
                     raise ValueError(f"a row has columns {sorted(row)}, expected {sorted(self.columns)}")
@@ -206,4 +210,4 @@ class PreparedRows:
         return out
 
 
-__all__ = ["ROWS_PER_STATEMENT", "Prepared", "PreparedRows"]
+__all__ = ["MAX_PARAMETERS", "ROWS_PER_STATEMENT", "Prepared", "PreparedRows"]
